@@ -1,0 +1,38 @@
+"""icmh-hub: task adapters (SFMA) that turn one frozen human-vision image codec into a codec for
+machines as well, attached at runtime and removable bit for bit."""
+
+from __future__ import annotations
+
+from .adapter_files import load_adapters, read_metadata, save_adapters
+from .adapter_set import AdapterSet, build_adapters
+from .adapters import VARIANTS, Adapter, count_parameters
+from .attach import AdaptedCodec, attach, detach
+from .codecs import CodecSpec, get_codec, list_codecs, register_codec
+from .errors import AdapterFileError, AdapterMismatchError, AttachError, IcmhError, UnknownNameError
+from .loading import load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdaptedCodec",
+    "Adapter",
+    "AdapterFileError",
+    "AdapterMismatchError",
+    "AdapterSet",
+    "AttachError",
+    "CodecSpec",
+    "IcmhError",
+    "UnknownNameError",
+    "VARIANTS",
+    "attach",
+    "build_adapters",
+    "count_parameters",
+    "detach",
+    "get_codec",
+    "list_codecs",
+    "load",
+    "load_adapters",
+    "read_metadata",
+    "register_codec",
+    "save_adapters",
+]

@@ -1,0 +1,38 @@
+"""``icmh_hub.load``: a ready AdaptedCodec from a codec name, task(s) and quality."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .adapter_set import build_adapters
+from .attach import AdaptedCodec, attach
+from .codecs import get_codec
+
+
+def load(
+    codec: str,
+    task: str | Sequence[str] | None = None,
+    q: int = 3,
+    pretrained: bool = True,
+    lmbda: float | None = None,
+    revision: str | None = None,
+) -> AdaptedCodec:
+    """The codec ``codec`` at quality ``q`` with the adapters of ``task`` (or several tasks).
+
+    The first task is active; ``task=None`` gives the human-vision codec with no adapters.
+    ``pretrained=False`` needs no network: the codec and the adapters get random weights
+    (PyTorch's default init, so the adapters do change the output), which is what tests and
+    trials of the plumbing need. The codec's entropy tables are updated, so ``compress`` works.
+    """
+    spec = get_codec(codec)
+    spec.check_quality(q)
+    tasks = [task] if isinstance(task, str) else list(task or [])
+    if pretrained:
+        from .registry import load_pretrained  # the registry and hub layer
+
+        return load_pretrained(spec.name, tasks, q, lmbda=lmbda, revision=revision)
+    base = spec.build(q, pretrained=False)
+    adapters = {name: build_adapters(codec, q, init="reference", task=name) for name in tasks}
+    adapted = attach(base, codec, adapters, quality=q)
+    adapted.update(force=True)
+    return adapted.eval()

@@ -1,0 +1,37 @@
+import json
+
+from click.testing import CliRunner
+
+from icmh_hub import build_adapters, save_adapters
+from icmh_hub.cli import main
+
+
+def test_codecs_lists_every_spec():
+    result = CliRunner().invoke(main, ["codecs", "--json"])
+    assert result.exit_code == 0
+    names = {row["codec"] for row in json.loads(result.output)}
+    assert {"mbt2018-mean", "cheng2020-anchor", "elic2022"} <= names
+
+
+def test_inspect_shows_layout_and_hash(tmp_path):
+    path = save_adapters(build_adapters("mbt2018-mean", 3), tmp_path / "a.safetensors", task="cls")
+    result = CliRunner().invoke(main, ["inspect", str(path)])
+    assert result.exit_code == 0, result.output
+    meta = json.loads(result.output)
+    assert meta["parameters"] == 287_232 and len(meta["sha256"]) == 64 and meta["info"]["task"] == "cls"
+
+
+def test_errors_are_one_line_with_exit_status_1(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"nonsense")
+    result = CliRunner().invoke(main, ["inspect", str(bad)])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and result.output.startswith("error: ")
+    assert "Traceback" not in result.output
+
+
+def test_every_command_has_help():
+    runner = CliRunner()
+    for name in main.commands:
+        result = runner.invoke(main, [name, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output, name
