@@ -104,6 +104,7 @@ def load_adapters(path: str | os.PathLike) -> AdapterSet:
                 f"{tuple(expected[name].shape)}; the file is damaged"
             )
     adapters.load_state_dict(tensors)
+    adapters.sha256 = sha256_of(path)
     return adapters
 
 

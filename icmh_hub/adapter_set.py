@@ -47,6 +47,7 @@ class AdapterSet(nn.Module):
         self.points = dict(points)
         self.keys_by_path = {path: key for key, path in self.points.items()}
         self.info: dict[str, Any] = dict(info or {})
+        self.sha256: str | None = None  # of the file these adapters were loaded from, if any
         self.adapters = nn.ModuleDict(
             {key: Adapter(channels, middle_dim, variant, init) for key in self.points}
         )

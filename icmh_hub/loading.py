@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from .adapter_set import build_adapters
 from .attach import AdaptedCodec, attach
 from .codecs import get_codec
+
+RANDOM_WEIGHTS_SEED = 0
 
 
 def load(
@@ -21,8 +25,9 @@ def load(
 
     The first task is active; ``task=None`` gives the human-vision codec with no adapters.
     ``pretrained=False`` needs no network: the codec and the adapters get random weights
-    (PyTorch's default init, so the adapters do change the output), which is what tests and
-    trials of the plumbing need. The codec's entropy tables are updated, so ``compress`` works.
+    (PyTorch's default init, so the adapters do change the output), drawn from a fixed seed so
+    that an encoder and a decoder in different processes agree; that is what tests and trials
+    of the plumbing need. The codec's entropy tables are updated, so ``compress`` works.
     """
     spec = get_codec(codec)
     spec.check_quality(q)
@@ -31,8 +36,10 @@ def load(
         from .registry import load_pretrained  # the registry and hub layer
 
         return load_pretrained(spec.name, tasks, q, lmbda=lmbda, revision=revision)
-    base = spec.build(q, pretrained=False)
-    adapters = {name: build_adapters(codec, q, init="reference", task=name) for name in tasks}
+    with torch.random.fork_rng():  # same random weights in every process, caller's RNG untouched
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        base = spec.build(q, pretrained=False)
+        adapters = {name: build_adapters(codec, q, init="reference", task=name) for name in tasks}
     adapted = attach(base, codec, adapters, quality=q)
     adapted.update(force=True)
     return adapted.eval()
