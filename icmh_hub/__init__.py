@@ -7,6 +7,7 @@ from .adapter_files import load_adapters, read_metadata, save_adapters
 from .adapter_set import AdapterSet, build_adapters
 from .adapters import VARIANTS, Adapter, count_parameters
 from .attach import AdaptedCodec, attach, detach
+from .bd import bd_metric, bd_rate
 from .codecs import CodecSpec, get_codec, list_codecs, register_codec
 from .errors import AdapterFileError, AdapterMismatchError, AttachError, IcmhError, UnknownNameError
 from .loading import load
@@ -25,6 +26,8 @@ __all__ = [
     "UnknownNameError",
     "VARIANTS",
     "attach",
+    "bd_metric",
+    "bd_rate",
     "build_adapters",
     "count_parameters",
     "detach",
