@@ -200,12 +200,17 @@ def evaluate_classification(
     quality, correct = _Quality(), 0
     for index in _progress(indices, len(indices), "cls", progress):
         image, label = dataset[index]
-        x = image.unsqueeze(0)
+        x = image.unsqueeze(0).to(_device(codec))
         coded = code_image(codec, x, pad_multiple, bitstream)
         quality.add(x, coded)
         seen = coded.x_hat if crop is None else _center_crop(coded.x_hat, crop)
         correct += top1_correct(classifier(seen), torch.tensor([label]))
     return {"images": len(indices), "top1": 100.0 * correct / len(indices), **quality.summary()}
+
+
+def _device(module: nn.Module) -> torch.device:
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def _center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -342,7 +347,7 @@ def evaluate_detection(
             picture = _read_image(folder / info["file_name"])
             h0, w0 = picture.height, picture.width
             h1, w1 = resized_shape(h0, w0, short, max_size)
-            x = TF.to_tensor(TF.resize(picture, [h1, w1])).unsqueeze(0)
+            x = TF.to_tensor(TF.resize(picture, [h1, w1])).unsqueeze(0).to(_device(codec))
             coded = code_image(codec, x, pad_multiple, bitstream)
             quality.add(x, coded)
             output = detector([coded.x_hat[0]])[0]
@@ -362,7 +367,7 @@ def build_eval_codec(
     registry's entry (``pretrained=True``), or deterministic random weights (``pretrained=False``)."""
     from .adapter_files import load_adapters
     from .attach import attach
-    from .loading import load
+    from .loading import RANDOM_WEIGHTS_SEED, load
 
     spec = get_codec(codec)
     spec.check_quality(q)
@@ -371,7 +376,12 @@ def build_eval_codec(
     adapters = load_adapters(adapter)
     if adapters.task not in (None, task):
         raise IcmhError(f"{adapter} holds {adapters.task!r} adapters, not {task!r}; pass --task {adapters.task}")
-    base = spec.build(q, pretrained=pretrained)
+    if pretrained:
+        base = spec.build(q, pretrained=True)
+    else:  # the same random codec in every process, as load(pretrained=False) gives
+        with torch.random.fork_rng():
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            base = spec.build(q, pretrained=False)
     base.update(force=True)
     return attach(base, spec.name, {task: adapters}, quality=q).eval()
 
@@ -418,11 +428,20 @@ def evaluate(
         "mode": "human" if human else "adapted",
         "dataset": dataset or default_dataset_name(data),
         "images": metrics.pop("images"),
-        "protocol": protocol if task == "cls" else f"short side {size or DEFAULT_SIZE[task]}",
+        "protocol": protocol_label(task, protocol, size),
         "size": size or DEFAULT_SIZE[task],
         "date": datetime.date.today().isoformat(),
         "metrics": metrics,
     }
+
+
+def protocol_label(task: str, protocol: str = "256", size: int | None = None) -> str:
+    """How the images were prepared, in words short enough for a table: "256", "256/224", or
+    "short side 800" (with the size actually used when it was overridden)."""
+    if task != "cls":
+        return f"short side {size or DEFAULT_SIZE[task]}"
+    size = size or DEFAULT_SIZE["cls"]
+    return f"{size}/{round(size * 224 / 256)}" if protocol == "256/224" else str(size)
 
 
 def default_dataset_name(data: str | os.PathLike) -> str:

@@ -192,7 +192,7 @@ def test_classification_run(tmp_path, random_codec):
     adapted = ev.evaluate(random_codec, "cls", data, classifier, size=64, progress=False)
     human = ev.evaluate(random_codec, "cls", data, classifier, human=True, size=64, progress=False)
     assert adapted["images"] == 4 and adapted["mode"] == "adapted" and human["mode"] == "human"
-    assert adapted["dataset"] == "cls" and adapted["protocol"] == "256"
+    assert adapted["dataset"] == "cls" and adapted["protocol"] == "64"  # resize and crop 64
     for result in (adapted, human):
         metrics = result["metrics"]
         assert 0.0 <= metrics["top1"] <= 100.0 and metrics["top1"] % 25 == 0  # 4 images
@@ -205,7 +205,7 @@ def test_classification_run(tmp_path, random_codec):
     assert {r["metric"] for r in results} == {"top1", "bpp_est", "bpp_actual", "psnr"}
     assert all(r["images"] == 4 and r["source"] == "measured" for r in results)
     limited = ev.evaluate(random_codec, "cls", data, classifier, size=64, limit=2, protocol="256/224", progress=False)
-    assert limited["images"] == 2 and limited["protocol"] == "256/224"
+    assert limited["images"] == 2 and limited["protocol"] == "64/56"
 
 
 def test_classification_data_errors(tmp_path, random_codec):
