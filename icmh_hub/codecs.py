@@ -149,3 +149,5 @@ register_codec(
         description="He et al. 2022 (CompressAI Elic2022Official, N=192, M=320; bring weights)",
     )
 )
+
+from . import tic as _tic  # noqa: E402,F401  registers "tic" (the paper's codec; defined in its own module)
