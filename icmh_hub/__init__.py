@@ -9,6 +9,7 @@ from .adapters import VARIANTS, Adapter, count_parameters
 from .attach import AdaptedCodec, attach, detach
 from .bd import bd_metric, bd_rate
 from .codecs import CodecSpec, get_codec, list_codecs, register_codec
+from .convert import convert_reference
 from .errors import AdapterFileError, AdapterMismatchError, AttachError, IcmhError, UnknownNameError
 from .loading import load
 
@@ -29,6 +30,7 @@ __all__ = [
     "bd_metric",
     "bd_rate",
     "build_adapters",
+    "convert_reference",
     "count_parameters",
     "detach",
     "get_codec",
