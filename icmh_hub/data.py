@@ -109,4 +109,7 @@ class StepBatches(Sampler[list[Key]]):
 def step_loader(dataset: ImageFolder, batch_size: int, start: int, stop: int, workers: int = 0) -> DataLoader:
     """A DataLoader giving the batches of steps ``start``..``stop - 1``."""
     sampler = StepBatches(len(dataset), batch_size, start, stop)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=torch.cuda.is_available())
+    # own generator: otherwise each new loader iterator draws its base seed from the global RNG,
+    # and a resumed run would see different training noise from one that never stopped
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=torch.cuda.is_available(),
+                      generator=torch.Generator().manual_seed(dataset.seed))

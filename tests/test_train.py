@@ -1,0 +1,190 @@
+"""Training: the loss goes down, only adapters learn, frozen parts stay bit-identical, resuming
+equals not stopping, the CLI runs end to end, recipes and variants by name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from icmh_hub import get_codec, load_adapters, read_metadata
+from icmh_hub.cli import main
+from icmh_hub.data import step_loader
+from icmh_hub.errors import IcmhError
+from icmh_hub.recipes import get_recipe
+from icmh_hub.train import CHECKPOINT, FullFinetuner, Trainer, supports_training_forward, training_forward
+
+from .conftest import make_image, spread_latents
+
+SMALL = dict(steps=4, batch_size=2, crop=64, pretrained=False, progress=False, checkpoint_every=0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Two shared cores: one thread avoids oversubscription (much faster here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i, (height, width) in enumerate([(72, 80), (64, 96), (50, 70), (80, 64)]):
+        folder = root / f"class_{i % 2}"
+        folder.mkdir(exist_ok=True)
+        smooth = np.kron(rng.random((height // 8 + 1, width // 8 + 1, 3)), np.ones((8, 8, 1)))[:height, :width]
+        Image.fromarray((smooth * 255).astype("uint8")).save(folder / f"{i}.png")
+    return root
+
+
+def trainer(images, tmp_path, cls=Trainer, **changes):
+    options = SMALL | {"middle_dim": 8, "out_dir": tmp_path / "run"} | changes
+    if cls is FullFinetuner:
+        options.pop("middle_dim")
+    return cls("mbt2018-mean", 1, "cls", images, **options)
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def identical(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_loss_goes_down_on_a_fixed_batch(images, tmp_path):
+    run = trainer(images, tmp_path, lr=1e-3)
+    batch = next(iter(step_loader(run.dataset, 2, 0, 1)))
+    run._prepare()
+    losses = [run.train_step(batch).loss for _ in range(10)]
+    assert np.mean(losses[-3:]) < 0.95 * np.mean(losses[:3]), losses
+
+
+def test_gradients_reach_only_the_adapters(images, tmp_path):
+    run = trainer(images, tmp_path)
+    run._prepare()
+    loss, _ = run.loss(torch.rand(2, 3, 64, 64))
+    loss.backward()
+    assert all(p.grad is None for p in run.base.parameters())
+    assert all(p.grad is None for p in run.features.parameters())
+    grads = [p.grad for p in run.adapters.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    assert {id(p) for group in run.optimizer.param_groups for p in group["params"]} == {id(p) for p in run.adapters.parameters()}
+
+
+def test_codec_and_task_model_are_bit_identical_after_training(images, tmp_path):
+    run = trainer(images, tmp_path, lr=1e-3)
+    codec_before, features_before, adapters_before = snapshot(run.base), snapshot(run.features), snapshot(run.adapters)
+    path = run.fit()
+    assert identical(snapshot(run.base), codec_before)
+    assert identical(snapshot(run.features), features_before)
+    assert not identical(snapshot(run.adapters), adapters_before)  # the adapters did learn
+    assert identical(snapshot(load_adapters(path)), snapshot(run.adapters))
+
+
+def test_outputs_adapter_file_with_training_record_and_card(images, tmp_path):
+    run = trainer(images, tmp_path, steps=2, variant="fma", stages=(1, 3))
+    path = run.fit()
+    meta = read_metadata(path)
+    assert meta["variant"] == "fma" and sorted(meta["points"]) == ["decoder_1", "decoder_3", "encoder_1", "encoder_3"]
+    info = meta["info"]
+    assert info["task"] == "cls" and info["lmbda"] == 1.8
+    training = info["training"]
+    assert training["recipe"] == "reference" and training["steps"] == 2 and training["seed"] == 42
+    assert training["data"] == images.name and training["hyperparameters"]["lr"] == 1e-4
+    assert training["quantisation"].startswith("noise likelihoods")
+    assert set(training["final"]) == {"loss", "bpp", "distortion"} and training["final"]["loss"] == run.last.loss
+    card = (path.parent / "README.md").read_text()
+    assert "mbt2018-mean q1 cls adapters" in card and '"recipe": "reference"' in card
+
+
+def test_resume_gives_the_same_adapters_as_not_stopping(images, tmp_path):
+    straight = trainer(images, tmp_path / "a", lr=1e-3)
+    straight.fit()
+    stopped = trainer(images, tmp_path / "b", lr=1e-3)
+    assert stopped.fit(stop_at=2) is None and stopped.step == 2
+    torch.manual_seed(999)  # a fresh process would not share the first run's RNG state
+    resumed = trainer(images, tmp_path / "b", lr=1e-3)
+    resumed.fit(resume=True)
+    assert resumed.step == 4
+    assert identical(snapshot(resumed.adapters), snapshot(straight.adapters))
+    assert resumed.optimizer.state_dict()["state"][0]["step"] == straight.optimizer.state_dict()["state"][0]["step"]
+
+
+def test_resume_refuses_a_different_run(images, tmp_path):
+    trainer(images, tmp_path, steps=1).fit()
+    with pytest.raises(IcmhError, match="different run .*middle_dim"):
+        trainer(images, tmp_path, steps=1, middle_dim=4).fit(resume=True)
+    with pytest.raises(IcmhError, match="no checkpoint"):
+        trainer(images, tmp_path / "elsewhere", steps=1).fit(resume=True)
+
+
+@pytest.mark.parametrize("codec", ["mbt2018-mean", "bmshj2018-hyperprior"])
+def test_training_forward_decodes_rounded_latents_and_passes_gradients(codec):
+    torch.manual_seed(1)
+    model = get_codec(codec).build(1, pretrained=False)
+    spread_latents(model)
+    assert supports_training_forward(model)
+    x = make_image(64, 64).requires_grad_(True)
+    out = training_forward(model, x)
+    with torch.no_grad():
+        reference = model(x)  # eval forward: rounded latents to the decoder, no noise
+    assert torch.allclose(out["x_hat"], reference["x_hat"], atol=1e-5)
+    assert not torch.equal(out["likelihoods"]["y"], reference["likelihoods"]["y"])  # noise, not rounding
+    out["x_hat"].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # straight through the rounding
+
+
+def test_full_finetune_trains_the_codec_but_not_the_quantiles(images, tmp_path):
+    run = trainer(images, tmp_path, cls=FullFinetuner, steps=2, lr=1e-3)
+    before = snapshot(run.codec)
+    path = run.fit()
+    after = snapshot(run.codec)
+    assert not torch.equal(after["g_a.0.weight"], before["g_a.0.weight"])
+    assert torch.equal(after["entropy_bottleneck.quantiles"], before["entropy_bottleneck.quantiles"])
+    from safetensors.torch import load_file
+
+    fresh = get_codec("mbt2018-mean").build(1)
+    fresh.load_state_dict(load_file(str(path)))
+    assert torch.equal(fresh.g_s[0].weight, run.codec.g_s[0].weight)
+
+
+def test_recipes_by_name_with_overrides():
+    assert get_recipe("paper", "det", 2).lmbda == 10.0 and get_recipe("reference", "det", 2).lmbda == 1.0
+    paper_cls = get_recipe("paper", "cls", 4)
+    assert (paper_cls.lmbda, paper_cls.epochs, paper_cls.batch_size, paper_cls.milestones) == (13.0, 5, 16, (2, 4))
+    assert get_recipe("reference", "cls", 1).override(lr=3e-4, batch_size=None).as_dict()["lr"] == 3e-4
+    with pytest.raises(IcmhError, match="give --lmbda for q5"):
+        get_recipe("reference", "cls", 5)
+    assert get_recipe("reference", "cls", 5, lmbda=20).lmbda == 20
+    with pytest.raises(IcmhError, match="did you mean 'paper'"):
+        get_recipe("papr", "cls", 1)
+
+
+def test_amp_needs_cuda(images, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(IcmhError, match="needs a CUDA device"):
+        trainer(images, tmp_path, amp=True, device="cpu")
+
+
+def test_cli_trains_end_to_end(images, tmp_path):
+    out = tmp_path / "cli"
+    args = ["train", "--codec", "mbt2018-mean", "--q", "1", "--task", "det", "--data", str(images), "--steps", "2",
+            "--batch-size", "2", "--crop", "64", "--middle-dim", "4", "--variant", "sma->fma", "--stages", "2,3",
+            "--no-pretrained", "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    path = out / "mbt2018-mean-det-q1.safetensors"
+    assert f"wrote {path}" in result.output and (out / "README.md").is_file() and (out / CHECKPOINT).is_file()
+    meta = read_metadata(path)
+    assert meta["variant"] == "sma->fma" and meta["info"]["lmbda"] == 0.5
+    bad = CliRunner().invoke(main, args[:-3] + ["--recipe", "paper", "--out", str(out), "--resume"])
+    assert bad.exit_code == 1 and "different run" in bad.output
