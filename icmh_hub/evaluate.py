@@ -413,6 +413,8 @@ def evaluate(
     (``human=True``, the base codec). Returns a JSON-ready dict of measured numbers."""
     if task not in TASKS:
         raise unknown_name("task", task, TASKS)
+    if limit is not None and limit < 1:
+        raise IcmhError(f"--limit must be at least 1, got {limit}")
     spec = get_codec(codec.codec)
     mode = codec.human() if human else codec.using(task)
     common = {"limit": limit, "bitstream": bitstream, "pad_multiple": spec.pad_multiple, "progress": progress, "size": size}

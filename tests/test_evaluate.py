@@ -214,6 +214,8 @@ def test_classification_data_errors(tmp_path, random_codec):
     (tmp_path / "empty").mkdir()
     with pytest.raises(IcmhError, match="class folders"):
         ev.evaluate_classification(random_codec, torch.nn.Identity(), tmp_path / "empty")
+    with pytest.raises(IcmhError, match="at least 1"):
+        ev.evaluate(random_codec, "cls", tmp_path, torch.nn.Identity(), limit=0)
     with pytest.raises(IcmhError, match="protocol"):
         ev.evaluate_classification(random_codec, torch.nn.Identity(), tmp_path, protocol="224")
 
