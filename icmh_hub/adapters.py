@@ -38,6 +38,67 @@ INITS = ("identity", "reference")
 FFT_NORM = "backward"  # torch's default; the reference code calls rfft2 / irfft2 without a norm
 
 
+def _pointwise(module: nn.Conv2d, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """A 1x1 convolution as one matrix product over the flattened pixels: ``W @ x + b``.
+
+    On CPU this is faster than the convolution kernel for NCHW inputs (no layout reorder), and
+    the bias rides in the product's accumulator. ``residual`` (B, C_out, ...) is added in the
+    same product: ``residual + b + W @ x``.
+    """
+    batch, channels = x.shape[:2]
+    weight = module.weight.view(module.out_channels, channels)
+    start = module.bias.view(1, -1, 1)
+    if residual is not None:
+        start = residual.reshape(batch, module.out_channels, -1) + start
+    out = torch.baddbmm(start, weight.expand(batch, -1, -1), x.reshape(batch, channels, -1))
+    return out.view(batch, module.out_channels, *x.shape[2:])
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    """Depth-wise convolution (stride 1, 'same' padding) with a faster weight gradient on CPU.
+
+    The forward is PyTorch's. For the weight gradient, PyTorch's CPU kernel is an order of
+    magnitude slower than the forward; the same sums are one grouped convolution of the padded
+    input with the output gradient as kernel (per channel and batch item), summed over the batch.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        channels, _, k, _ = weight.shape
+        pad = k // 2
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.conv_transpose2d(grad, weight, padding=pad, groups=channels)
+        if ctx.needs_input_grad[1]:
+            batch, _, height, width = x.shape
+            padded = F.pad(x, (pad, pad, pad, pad)).transpose(0, 1).reshape(1, channels * batch, height + 2 * pad, width + 2 * pad)
+            kernels = grad.transpose(0, 1).reshape(channels * batch, 1, height, width)
+            grad_w = F.conv2d(padded, kernels, groups=channels * batch).view(channels, batch, k, k)
+            grad_w = grad_w.sum(1, keepdim=True)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b
+
+
+def _depthwise(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` for a depth-wise 'same' convolution; the fast backward when autograd records."""
+    if _autograd_on(x, module.weight, module.bias) and x.device.type == "cpu":
+        return _DepthwiseConv.apply(x, module.weight, module.bias)
+    return module(x)
+
+
+def _autograd_on(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records here; in-place shortcuts that would break backward are off then."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 class SpatialModulation(nn.Module):
     """SMA on projected features: ``up(relu(dw5x5(a) * b))`` with ``a, b`` the two projections."""
 
@@ -48,18 +109,27 @@ class SpatialModulation(nn.Module):
         self.dw = nn.Conv2d(middle_dim, middle_dim, 5, padding=2, groups=middle_dim)
         self.up = nn.Conv2d(middle_dim, channels, 1)
 
-    def forward(self, projected: torch.Tensor) -> torch.Tensor:
+    def hidden(self, projected: torch.Tensor) -> torch.Tensor:
+        """The branch before its last 1x1 convolution: ``relu(dw5x5(a) * b)``."""
         a, b = projected.chunk(2, dim=1)
-        return self.up(F.relu(self.dw(a) * b))
+        gated = _depthwise(self.dw, a)
+        if _autograd_on(gated, b):
+            gated = gated * b  # backward needs dw(a), so no in-place product here
+        else:
+            gated.mul_(b)
+        return gated.relu_()
+
+    def forward(self, projected: torch.Tensor) -> torch.Tensor:
+        return _pointwise(self.up, self.hidden(projected))
 
 
 class FrequencyModulation(nn.Module):
     """FMA on projected features: a learned, input-dependent gain on the amplitude spectrum.
 
     The gain ``sigmoid(mix(relu(dw3x3(|Z|))))`` is computed on the amplitude of the half
-    spectrum only and multiplies the complex spectrum, which scales the amplitude and keeps the
-    phase without a polar round trip. FFTs run in float32 (half precision FFTs only take powers
-    of two) and the result is cast back.
+    spectrum only and multiplies the complex spectrum (as a real gain on its real and imaginary
+    parts), which scales the amplitude and keeps the phase without a polar round trip. FFTs run
+    in float32 (half precision FFTs only take powers of two) and the result is cast back.
     """
 
     in_width_factor = 1
@@ -70,13 +140,26 @@ class FrequencyModulation(nn.Module):
         self.mix = nn.Conv2d(middle_dim, middle_dim, 1)
         self.up = nn.Conv2d(middle_dim, channels, 1)
 
-    def forward(self, projected: torch.Tensor) -> torch.Tensor:
+    def hidden(self, projected: torch.Tensor) -> torch.Tensor:
+        """The branch before its last 1x1 convolution: ``relu(irfft2(gain * rfft2(z)))``."""
         height, width = projected.shape[-2:]
         spectrum = torch.fft.rfft2(projected.float(), norm=FFT_NORM)
-        amplitude = spectrum.abs()
-        gain = torch.sigmoid(self.mix(F.relu(self.dw(amplitude.to(self.dw.weight.dtype)))))
-        filtered = torch.fft.irfft2(spectrum * gain.float(), s=(height, width), norm=FFT_NORM)
-        return self.up(F.relu(filtered.to(projected.dtype)))
+        parts = torch.view_as_real(spectrum)
+        if _autograd_on(spectrum, self.dw.weight):
+            amplitude = spectrum.abs()  # its gradient is 0 where the spectrum is 0 (hypot's is NaN)
+        else:
+            amplitude = torch.hypot(parts[..., 0], parts[..., 1])  # the same numbers, faster
+        amplitude = amplitude.to(self.dw.weight.dtype)
+        gain = _pointwise(self.mix, _depthwise(self.dw, amplitude).relu_()).sigmoid_().float().unsqueeze(-1)
+        if _autograd_on(spectrum, gain):
+            parts = parts * gain  # backward of |Z| needs the unscaled spectrum
+        else:
+            parts.mul_(gain)
+        filtered = torch.fft.irfft2(torch.view_as_complex(parts), s=(height, width), norm=FFT_NORM)
+        return filtered.to(projected.dtype).relu_()
+
+    def forward(self, projected: torch.Tensor) -> torch.Tensor:
+        return _pointwise(self.up, self.hidden(projected))
 
 
 class Bottleneck(nn.Module):
@@ -88,8 +171,11 @@ class Bottleneck(nn.Module):
         super().__init__()
         self.up = nn.Conv2d(middle_dim, channels, 1)
 
+    def hidden(self, projected: torch.Tensor) -> torch.Tensor:
+        return F.relu(projected)
+
     def forward(self, projected: torch.Tensor) -> torch.Tensor:
-        return self.up(F.relu(projected))
+        return _pointwise(self.up, self.hidden(projected))
 
 
 BRANCHES: dict[str, type[nn.Module]] = {
@@ -100,7 +186,12 @@ BRANCHES: dict[str, type[nn.Module]] = {
 
 
 class ParallelAdapter(nn.Module):
-    """``x + sum_i branch_i(down(x)[i])``: parallel branches behind one fused 1x1 projection."""
+    """``x + sum_i up_i(hidden_i(down(x)[i]))``: parallel branches behind one fused projection.
+
+    Fast path (same numbers): the 1x1 convolutions are matrix products on the flattened pixels,
+    and the branches' last convolutions accumulate in place into one buffer that starts as
+    ``x + sum of their biases``, so the residual and the branch sum cost no extra passes.
+    """
 
     def __init__(self, channels: int, middle_dim: int, branches: tuple[str, ...]) -> None:
         super().__init__()
@@ -110,11 +201,15 @@ class ParallelAdapter(nn.Module):
         self.down = nn.Conv2d(channels, sum(self.widths), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        projected = self.down(x).split(self.widths, dim=1)
-        out = x
-        for branch, part in zip(self.branches, projected):
-            out = out + branch(part)
-        return out
+        projected = _pointwise(self.down, x).split(self.widths, dim=1)
+        hidden = [branch.hidden(part) for branch, part in zip(self.branches, projected)]
+        batch, channels = x.shape[:2]
+        bias = sum(branch.up.bias for branch in self.branches).view(1, -1, 1)
+        out = x.reshape(batch, channels, -1) + bias
+        for branch, h in zip(self.branches, hidden):
+            weight = branch.up.weight.view(channels, -1).expand(batch, -1, -1)
+            out = out.baddbmm_(weight, h.reshape(batch, h.shape[1], -1))
+        return out.view_as(x)
 
     def zero_output(self) -> None:
         """Make the adapter an exact identity by zeroing each branch's last convolution."""
