@@ -19,6 +19,7 @@ Initialisation (``init``):
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 from torch.nn import functional as F
 
@@ -200,7 +201,14 @@ class ParallelAdapter(nn.Module):
         self.widths = [b.in_width_factor * middle_dim for b in self.branches]
         self.down = nn.Conv2d(channels, sum(self.widths), 1)
 
+    checkpoint = False  # recompute the branches in backward instead of keeping their activations
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint and _autograd_on(x, self.down.weight):
+            return torch.utils.checkpoint.checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         projected = _pointwise(self.down, x).split(self.widths, dim=1)
         hidden = [branch.hidden(part) for branch, part in zip(self.branches, projected)]
         batch, channels = x.shape[:2]
@@ -243,6 +251,15 @@ class Adapter(nn.Module):
         for stage in self.stages:
             x = stage(x)
         return x
+
+
+def set_checkpointing(module: nn.Module, enabled: bool = True) -> nn.Module:
+    """Trade time for memory in training: every adapter in ``module`` keeps only its input and
+    recomputes its branches during backward (same numbers; about one extra adapter forward)."""
+    for sub in module.modules():
+        if isinstance(sub, ParallelAdapter):
+            sub.checkpoint = enabled
+    return module
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -112,3 +112,18 @@ def test_zero_spectrum_gives_finite_gradients():
     adapter(x).sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in adapter.parameters())
     assert torch.isfinite(x.grad).all()
+
+
+def test_checkpointing_keeps_outputs_and_gradients():
+    from icmh_hub.adapters import set_checkpointing
+
+    adapter = Adapter(12, 6, "sfma", init="reference")
+    x, upstream = torch.randn(2, 12, 7, 9), torch.randn(2, 12, 7, 9)
+    out, gx = _grads(adapter, x, upstream)
+    plain = [p.grad.clone() for p in adapter.parameters()]
+    out_ck, gx_ck = _grads(set_checkpointing(adapter), x, upstream)
+    assert adapter.stages[0].checkpoint
+    torch.testing.assert_close(out_ck, out, **TOL)
+    torch.testing.assert_close(gx_ck, gx, **TOL)
+    for grad, p in zip(plain, adapter.parameters()):
+        torch.testing.assert_close(p.grad, grad, **TOL)

@@ -1,0 +1,155 @@
+"""Training step time and peak memory: adapter tuning against full fine-tuning of the codec.
+
+Same codec (mbt2018-mean q3 by default), same random crops, same batch, same loss
+``estimated bpp + lambda * MSE(reconstruction, original)`` (the timing does not depend on which
+distortion is used), Adam. Adapter tuning trains the six adapters with the codec frozen; full
+fine-tuning trains every codec parameter (no adapters), as tuning a codec per task would.
+The codec is in train() mode (additive-noise quantisation), as in training.
+
+Memory: each mode runs in its own fresh process; the figure is the process's peak resident set
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``) minus its resident set after the model and the
+optimizer were built and before the first step: activations, gradients and optimizer state.
+Processes alternate between the modes (adapter, full, adapter, full, ...) to spread drift.
+
+    python -m benchmarks.training [--threads 2] [--repeats 3] [--steps 3] [--crop 256] [--batch 4]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from icmh_hub.adapters import set_checkpointing
+from icmh_hub.rate import estimated_bpp
+
+from .codecs import TASK, adapted_codec
+from .common import arguments, finish, pin_threads, table
+
+LMBDA = 0.0130 * 255**2  # CompressAI's MSE lambda at quality 3 style scale; only the timing matters
+MODES = ("adapters", "full")
+CHECKPOINTED = "adapters+checkpoint"
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+def worker(mode: str, codec_name: str, quality: int, crop: int, batch: int, steps: int, threads: int) -> dict:
+    """One process's measurement: median step time after one warm-up step, and memory growth."""
+    torch.set_num_threads(threads)
+    codec = adapted_codec(codec_name, quality).train()
+    if mode == CHECKPOINTED:
+        set_checkpointing(codec.adapters)
+    for parameter in codec.base.parameters():
+        parameter.requires_grad_(mode == "full")
+    if mode == "full":
+        codec.set_task(None)
+        trainable = [p for n, p in codec.base.named_parameters() if not n.endswith("quantiles")]
+    else:
+        trainable = list(codec.adapters.parameters())
+    optimizer = torch.optim.Adam(trainable, lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.rand(batch, 3, crop, crop, generator=generator) for _ in range(steps + 1)]
+    rss_before = _rss_kib()
+    times = []
+    for index, image in enumerate(images):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        out = codec(image)
+        rate = estimated_bpp(out["likelihoods"], crop * crop * batch)
+        loss = rate + LMBDA * torch.mean((out["x_hat"] - image) ** 2)
+        loss.backward()
+        optimizer.step()
+        if index:  # the first step is a warm-up (allocations, optimizer state)
+            times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "mode": mode, "step_s": statistics.median(times), "step_times_s": times,
+        "peak_rss_mib": peak / 1024, "rss_before_mib": rss_before / 1024,
+        "memory_growth_mib": (peak - rss_before) / 1024,
+        "trainable_parameters": sum(p.numel() for p in trainable),
+    }
+
+
+def _run_worker(mode: str, args) -> dict:
+    command = [sys.executable, "-m", "benchmarks.training", "--worker", mode, "--codec", args.codec,
+               "--crop", str(args.crop), "--batch", str(args.batch), "--steps", str(args.steps),
+               "--threads", str(args.threads)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"worker {mode} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = arguments(__doc__.splitlines()[0], repeats=3)
+    parser.add_argument("--codec", default="mbt2018-mean:3", help="CODEC:QUALITY")
+    parser.add_argument("--crop", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per process")
+    parser.add_argument("--checkpoint", action="store_true",
+                        help="also run adapter tuning with activation checkpointing (set_checkpointing)")
+    parser.add_argument("--worker", choices=MODES + (CHECKPOINTED,), help=argparse_hidden())
+    args = parser.parse_args(argv)
+    name, _, quality = args.codec.partition(":")
+    if args.worker:
+        print(json.dumps(worker(args.worker, name, int(quality or 3), args.crop, args.batch, args.steps, args.threads)))
+        return {}
+    machine = pin_threads(args.threads)
+    modes = MODES + ((CHECKPOINTED,) if args.checkpoint else ())
+    runs = {mode: [] for mode in modes}
+    for round_ in range(args.repeats):
+        for mode in modes if round_ % 2 == 0 else modes[::-1]:
+            runs[mode].append(_run_worker(mode, args))
+    summary = {
+        mode: {
+            "step_s": statistics.median(r["step_s"] for r in runs[mode]),
+            "memory_growth_mib": statistics.median(r["memory_growth_mib"] for r in runs[mode]),
+            "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs[mode]),
+            "trainable_parameters": runs[mode][0]["trainable_parameters"],
+        }
+        for mode in modes
+    }
+    time_ratio = summary["adapters"]["step_s"] / summary["full"]["step_s"]
+    memory_ratio = summary["adapters"]["memory_growth_mib"] / summary["full"]["memory_growth_mib"]
+    peak_ratio = summary["adapters"]["peak_rss_mib"] / summary["full"]["peak_rss_mib"]
+    results = {"codec": name, "quality": int(quality or 3), "crop": args.crop, "batch": args.batch,
+               "summary": summary, "runs": runs, "time_ratio": time_ratio,
+               "memory_growth_ratio": memory_ratio, "peak_rss_ratio": peak_ratio}
+    rows = [
+        [mode, summary[mode]["trainable_parameters"], summary[mode]["step_s"],
+         summary[mode]["memory_growth_mib"], summary[mode]["peak_rss_mib"]]
+        for mode in modes
+    ]
+    rows.append(["adapters / full", "", time_ratio, memory_ratio, peak_ratio])
+    if args.checkpoint:
+        ck, full = summary[CHECKPOINTED], summary["full"]
+        results["checkpoint_ratios"] = {
+            "time": ck["step_s"] / full["step_s"],
+            "memory_growth": ck["memory_growth_mib"] / full["memory_growth_mib"],
+            "peak_rss": ck["peak_rss_mib"] / full["peak_rss_mib"],
+        }
+        rows.append([f"{CHECKPOINTED} / full", "", *results["checkpoint_ratios"].values()])
+    text = table(["mode", "trainable params", "step s", "training memory MiB (peak - before)",
+                  "peak RSS MiB"], rows)
+    text += f"\n{name} q{int(quality or 3)}, batch {args.batch} x {args.crop}x{args.crop} crops, {args.repeats} processes per mode"
+    finish("training", machine | {"repeats": args.repeats, "steps": args.steps}, results, args.out, text)
+    return results
+
+
+def argparse_hidden() -> str:
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    main()
