@@ -9,8 +9,10 @@ from .adapters import VARIANTS, Adapter, count_parameters
 from .attach import AdaptedCodec, attach, detach
 from .bd import bd_metric, bd_rate
 from .codecs import CodecSpec, get_codec, list_codecs, register_codec
+from .codec_io import decode, encode
 from .convert import convert_reference
 from .errors import AdapterFileError, AdapterMismatchError, AttachError, IcmhError, UnknownNameError
+from .errors import BitstreamError, ImageFileError
 from .loading import load
 
 __version__ = "0.1.0"
@@ -22,8 +24,10 @@ __all__ = [
     "AdapterMismatchError",
     "AdapterSet",
     "AttachError",
+    "BitstreamError",
     "CodecSpec",
     "IcmhError",
+    "ImageFileError",
     "UnknownNameError",
     "VARIANTS",
     "attach",
@@ -32,7 +36,9 @@ __all__ = [
     "build_adapters",
     "convert_reference",
     "count_parameters",
+    "decode",
     "detach",
+    "encode",
     "get_codec",
     "list_codecs",
     "load",

@@ -33,6 +33,14 @@ class AttachError(IcmhError):
     """Attaching, switching or detaching adapters was asked for in a state that forbids it."""
 
 
+class BitstreamError(IcmhError):
+    """A .icmh bitstream that cannot be decoded: damaged, truncated, unknown, or mismatched."""
+
+
+class ImageFileError(IcmhError):
+    """An input that is not a readable image, or an image mode icmh-hub cannot code."""
+
+
 def unknown_name(kind: str, name: object, known: Iterable[object], hint: str = "") -> UnknownNameError:
     """Build an UnknownNameError that lists the closest known names, then all of them."""
     known = [str(k) for k in known]

@@ -1,0 +1,291 @@
+"""The .icmh container (pack / unpack, every kind of bad input) and encode / decode round trips."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from icmh_hub import BitstreamError, IcmhError, load, save_adapters
+from icmh_hub.adapter_files import load_adapters
+from icmh_hub.adapter_set import build_adapters
+from icmh_hub.bitstream import FORMAT_VERSION, MAGIC, Header, pack, read_header, unpack
+from icmh_hub.codec_io import Decoder, Encoder, decode, encode
+from icmh_hub.images import ImageInfo, read_image
+
+from .conftest import make_image, spread_latents
+
+CODEC, Q = "mbt2018-mean", 1
+
+
+def _header(**changes) -> Header:
+    fields = dict(
+        codec=CODEC, quality=Q, task="cls", adapter_kind="file", adapter_id="ab" * 32,
+        base_pretrained=True, base_digest="cd" * 16, height=65, width=33, padded_height=128,
+        padded_width=64, mode="RGB", bits=8,
+    )
+    return Header(**(fields | changes))
+
+
+HYPERPRIOR = ([[b"\x01\x02\x03"], [b"z" * 40]], (2, 1))
+ELIC_LIKE = ([[b"a"], [b""], [b"bb"]], {"y": [(16, 4, 4), (32, 4, 4)], "hyper": (1, 1)})
+
+
+def _with_crc(body: bytes) -> bytes:
+    """A file whose checksum is made to fit (to reach the parser behind the checksum)."""
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+# -- the container --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strings, shape", [HYPERPRIOR, ELIC_LIKE])
+def test_pack_unpack_round_trip(strings, shape):
+    for header in (_header(), _header(task=None, adapter_kind="none", adapter_id=None, mode="L", bits=16)):
+        data = pack(header, strings, shape)
+        assert data[:4] == MAGIC and data[4] == FORMAT_VERSION
+        assert unpack(data) == (header, strings, shape)
+        assert read_header(data) == header
+
+
+def test_torch_size_shapes_are_stored_as_ints():
+    header, strings, shape = unpack(pack(_header(), [[b"x"]], torch.Size([2, 1])))
+    assert shape == (2, 1) and all(type(v) is int for v in shape)
+
+
+def test_pack_refuses_bad_fields():
+    for bad in (
+        _header(codec=""), _header(quality=0), _header(task="human"), _header(adapter_id="zz"),
+        _header(task=None), _header(height=0), _header(padded_height=60), _header(mode="CMYK"),
+        _header(bits=12), _header(height=1 << 17, padded_height=1 << 17),
+    ):
+        with pytest.raises(BitstreamError):
+            pack(bad, [[b""]], (1, 1))
+    for payload in ([[1.5]], [[True]], {1: b""}, [[-1]]):
+        with pytest.raises(BitstreamError):
+            pack(_header(), payload, (1, 1))
+    with pytest.raises(BitstreamError, match="too large"):
+        pack(_header(), [[b""]], (4096, 4096))
+
+
+def test_empty_wrong_magic_future_version_truncated():
+    data = pack(_header(), *HYPERPRIOR)
+    with pytest.raises(BitstreamError, match="empty"):
+        unpack(b"")
+    with pytest.raises(BitstreamError, match="magic"):
+        unpack(b"\x89PNG" + data[4:])
+    with pytest.raises(BitstreamError, match="newer"):
+        unpack(_with_crc(MAGIC + bytes([FORMAT_VERSION + 1]) + data[5:-4]))
+    with pytest.raises(BitstreamError):
+        unpack("not bytes")
+    for cut in range(len(data)):  # every truncation
+        with pytest.raises(BitstreamError):
+            unpack(data[:cut])
+
+
+def test_every_flipped_bit_is_caught():
+    data = pack(_header(), *HYPERPRIOR)
+    for position in range(len(data) * 8):
+        damaged = bytearray(data)
+        damaged[position // 8] ^= 1 << (position % 8)
+        with pytest.raises(BitstreamError):
+            unpack(bytes(damaged))
+
+
+def test_absurd_sizes_behind_a_valid_checksum():
+    """A crafted file with a valid checksum still cannot make the parser allocate or loop."""
+    body = pack(_header(), *HYPERPRIOR)[:-4]
+    start = body.index(struct.pack(">IIII", 65, 33, 128, 64))
+    huge_image = body[:start] + struct.pack(">IIII", 1 << 30, 1 << 30, 1 << 30, 1 << 30) + body[start + 16 :]
+    with pytest.raises(BitstreamError, match="out of range"):
+        unpack(_with_crc(huge_image))
+    payload = start + 18
+    huge_list = body[:payload] + struct.pack(">BI", 1, 0xFFFFFFFF)
+    with pytest.raises(BitstreamError):
+        unpack(_with_crc(huge_list))
+    huge_bytes = body[:payload] + struct.pack(">BI", 0, 0xFFFFFFF0) + b"xx"
+    with pytest.raises(BitstreamError, match="truncated"):
+        unpack(_with_crc(huge_bytes))
+    deep = body[:payload] + struct.pack(">BI", 1, 1) * 50
+    with pytest.raises(BitstreamError):
+        unpack(_with_crc(deep))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_random_bytes_never_crash(data):
+    with pytest.raises(BitstreamError):
+        unpack(data)
+    with pytest.raises(BitstreamError):
+        unpack(MAGIC + bytes([FORMAT_VERSION]) + data)
+    with pytest.raises(BitstreamError):
+        decode(MAGIC + bytes([FORMAT_VERSION]) + data)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=8), st.booleans())
+def test_mutated_files_never_crash(edits, fix_crc):
+    """Mutations are caught by the checksum; with the checksum made to fit, the parser either
+    refuses them or returns a header that passes every range check."""
+    data = bytearray(pack(_header(), *ELIC_LIKE))
+    for position, value in edits:
+        data[position % len(data)] = value
+    data = bytes(data)
+    if fix_crc:
+        data = _with_crc(data[:-4])
+    try:
+        header, _, _ = unpack(data)
+    except BitstreamError:
+        return
+    assert header.check() is header
+    assert fix_crc or data == pack(_header(), *ELIC_LIKE)
+
+
+# -- encode / decode ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def codec():
+    """The seeded random codec with random cls adapters, exactly as a decoder rebuilds it."""
+    return load(CODEC, "cls", Q, pretrained=False)
+
+
+@pytest.fixture(scope="module")
+def decoder(codec):
+    return Decoder(codecs=[codec])
+
+
+def test_decoder_rebuilds_the_random_codec_by_itself(codec):
+    x = make_image(65, 33)
+    data = encode(codec, x)
+    header = read_header(data)
+    assert (header.task, header.adapter_kind, header.base_pretrained) == ("cls", "tensors", False)
+    with torch.no_grad():
+        out = codec.compress(torch.nn.functional.pad(x, (0, 31, 0, 63), mode="replicate"))
+        direct = codec.decompress(out["strings"], out["shape"])["x_hat"][..., :65, :33].clamp(0, 1)
+    assert torch.equal(decode(data), direct)  # a fresh decoder: codec and adapters from the seed
+
+
+@pytest.mark.parametrize("size", [(1, 1), (65, 33), (64, 64)])
+def test_round_trip_sizes(codec, decoder, size):
+    x = make_image(*size)
+    decoded = decoder.decode(encode(codec, x, pretrained=False))
+    assert decoded.image.shape == x.shape
+    assert 0 <= decoded.image.min() and decoded.image.max() <= 1
+
+
+def _file(tmp_path, name, array, **kwargs):
+    path = tmp_path / name
+    Image.fromarray(array).save(path, **kwargs)
+    return path
+
+
+def test_round_trip_files_of_every_mode(tmp_path, codec, decoder):
+    rng = np.random.default_rng(1)
+    rotated = Image.fromarray(rng.integers(0, 256, (20, 36, 3), dtype=np.uint8))
+    exif = rotated.getexif()
+    exif[0x0112] = 8
+    rotated.save(tmp_path / "exif.jpg", exif=exif)
+    files = {
+        _file(tmp_path, "g16.png", rng.integers(0, 65536, (17, 9), dtype=np.uint16)): ("L", 16, (17, 9)),
+        _file(tmp_path, "rgba.png", rng.integers(0, 256, (9, 70, 4), dtype=np.uint8)): ("RGB", 8, (9, 70)),
+        _file(tmp_path, "g8.png", rng.integers(0, 256, (5, 5), dtype=np.uint8)): ("L", 8, (5, 5)),
+        tmp_path / "exif.jpg": ("RGB", 8, (36, 20)),
+    }
+    encoder = Encoder(codec, pretrained=False)
+    for path, (mode, bits, size) in files.items():
+        with pytest.warns(UserWarning) if "rgba" in path.name else _nothing():
+            encoded = encoder.encode(path)
+        decoded = decoder.decode(encoded.data)
+        assert decoded.image.shape == (1, 3, *size), path.name
+        assert decoded.info == ImageInfo(mode, bits)
+        assert encoded.bpp > encoded.strings_bpp > 0
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_spread_latents_payload_matches_direct_decoding():
+    """A codec whose latents span many bins: real payloads, decoded by an independent copy."""
+    def spread_codec():
+        adapted = load(CODEC, "cls", Q, pretrained=False)
+        spread_latents(adapted.base)
+        adapted.update(force=True)
+        return adapted
+
+    coder, twin = spread_codec(), spread_codec()
+    x = make_image(64, 128, seed=3)
+    encoded = Encoder(coder).encode(x)
+    assert encoded.header.base_pretrained  # not the seeded random weights any more
+    assert encoded.string_bytes > 200  # a real payload, not a few bytes of zeros
+    image = Decoder(codecs=[twin]).decode(encoded.data).image
+    with torch.no_grad():
+        reference = coder(x)["x_hat"].clamp(0, 1)
+    assert image.shape == x.shape
+    assert (image - reference).abs().mean() < 0.05  # entropy coding matched the forward pass
+    with pytest.raises(IcmhError):
+        Decoder(codecs=[load(CODEC, "cls", Q, pretrained=False)]).decode(encoded.data)  # other weights
+
+
+def test_task_and_human_are_not_mixed_up(codec, decoder):
+    x = make_image(64, 64, seed=5)
+    task_file = encode(codec, x, pretrained=False)
+    with codec.human():
+        human_file = encode(codec, x, pretrained=False)
+    assert read_header(human_file).task is None
+    adapters = codec.adapter_sets["cls"]
+    with pytest.raises(BitstreamError, match="human vision"):
+        Decoder(adapter=adapters, codecs=[codec]).decode(human_file)
+    as_task = Decoder(adapter=adapters, force_task="cls", codecs=[codec]).decode(human_file).image
+    as_human = Decoder(force_task="human", codecs=[codec]).decode(task_file).image
+    assert torch.equal(Decoder(codecs=[codec]).decode(human_file).image, decoder.decode(human_file).image)
+    assert not torch.equal(as_human, decoder.decode(task_file).image)  # the adapters do matter
+    assert not torch.equal(as_task, decoder.decode(human_file).image)
+
+
+def test_adapter_files_are_checked_by_sha256(tmp_path, codec):
+    torch.manual_seed(7)
+    good = save_adapters(build_adapters(CODEC, Q, init="reference", task="cls"), tmp_path / "good.safetensors")
+    other = save_adapters(build_adapters(CODEC, Q, init="reference", task="cls"), tmp_path / "other.safetensors")
+    base = load(CODEC, None, Q, pretrained=False)
+    base.add_adapters("cls", load_adapters(good)).set_task("cls")
+    data = encode(base, make_image(64, 64), pretrained=False)
+    header = read_header(data)
+    assert header.adapter_kind == "file" and len(header.adapter_id) == 64
+    assert Decoder(adapter=good, codecs=[codec]).decode(data).image.shape == (1, 3, 64, 64)
+    with pytest.raises(BitstreamError, match="not the one this file was coded with"):
+        Decoder(adapter=other, codecs=[codec]).decode(data)
+    assert codec.tasks == ["cls"]  # the decoder left the caller's codec as it was
+    with pytest.raises(BitstreamError, match="--adapter"):
+        Decoder(codecs=[codec]).decode(data)  # nothing local, and the registry cannot know it
+
+
+def test_unknown_codec_and_bad_padding(codec):
+    data = encode(codec, make_image(8, 8), pretrained=False)
+    header, strings, shape = unpack(data)
+    with pytest.raises(BitstreamError, match="does not know"):
+        decode(pack(_header(codec="jpeg-xxl", adapter_id=header.adapter_id), strings, shape))
+    with pytest.raises(BitstreamError, match="padding"):
+        decode(pack(_header(height=8, width=8, padded_height=128, padded_width=64), strings, shape))
+    with pytest.raises(BitstreamError, match="quality 9"):
+        decode(pack(_header(quality=9), strings, shape))
+
+
+def test_encode_refuses_what_it_cannot_code(codec):
+    with pytest.raises(IcmhError, match="AdaptedCodec"):
+        encode(codec.base, make_image(8, 8))
+    with pytest.raises(IcmhError):
+        encode(codec, torch.rand(4, 8, 8))
+    with pytest.raises(IcmhError):
+        encode(codec, "/nonexistent/image.png")
