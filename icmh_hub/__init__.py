@@ -14,6 +14,7 @@ from .convert import convert_reference
 from .errors import AdapterFileError, AdapterMismatchError, AttachError, IcmhError, UnknownNameError
 from .errors import BitstreamError, ImageFileError
 from .loading import load
+from .registry import Entry, find_by_sha256, list_entries, resolve
 
 __version__ = "0.1.0"
 
@@ -41,7 +42,11 @@ __all__ = [
     "encode",
     "get_codec",
     "list_codecs",
+    "Entry",
+    "find_by_sha256",
+    "list_entries",
     "load",
+    "resolve",
     "load_adapters",
     "read_metadata",
     "register_codec",

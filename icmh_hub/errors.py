@@ -33,6 +33,18 @@ class AttachError(IcmhError):
     """Attaching, switching or detaching adapters was asked for in a state that forbids it."""
 
 
+class RegistryError(IcmhError):
+    """A registry index or entry that cannot be used as asked (bad index file, recipe-only entry)."""
+
+
+class DownloadError(IcmhError):
+    """A file that could not be fetched: no network and not cached, missing on the Hub, ..."""
+
+
+class IntegrityError(IcmhError):
+    """A downloaded or cached file whose sha256 (or size) is not the pinned one; it was removed."""
+
+
 class BitstreamError(IcmhError):
     """A .icmh bitstream that cannot be decoded: damaged, truncated, unknown, or mismatched."""
 
