@@ -282,7 +282,7 @@ def push_adapter(
     entry = entry_for_file(local, results)
     path = path or local.name
     card_path = str(PurePosixPath(path).parent / "README.md").lstrip("./") or "README.md"
-    card = str(render_card(local, results=results, repo_id=repo_id))
+    card = str(render_card(local, results=results, repo_id=repo_id, path_in_repo=path))
     entry["source"] = {"kind": "hub", "repo_id": repo_id, "path": path, "revision": None}
     if dry_run:
         return entry

@@ -39,9 +39,13 @@ def _eval_results(task: str, results: Iterable[Mapping[str, Any]]) -> list[EvalR
 
 
 def render_card(
-    adapter_path: str | os.PathLike, results: Iterable[Mapping[str, Any]] = (), repo_id: str | None = None
+    adapter_path: str | os.PathLike,
+    results: Iterable[Mapping[str, Any]] = (),
+    repo_id: str | None = None,
+    path_in_repo: str | None = None,
 ) -> ModelCard:
-    """The card of an adapter file. ``results``: dicts with dataset, images, metric, value, date."""
+    """The card of an adapter file. ``results``: dicts with dataset, images, metric, value, date.
+    With ``repo_id`` and ``path_in_repo`` the card shows how to download it from the Hub."""
     meta = read_metadata(adapter_path)
     info = meta["info"]
     task = info.get("task", "unknown")
@@ -66,6 +70,8 @@ def render_card(
         middle_dim=meta["middle_dim"],
         parameters=f"{load_adapters(adapter_path).num_parameters():,}",
         filename=Path(adapter_path).name,
+        repo_id=repo_id,
+        path_in_repo=path_in_repo,
         results=results,
         training=json.dumps(info["training"], indent=2, sort_keys=True) if "training" in info else "",
         points=", ".join(f"`{k}` -> `{v}`" for k, v in sorted(meta["points"].items())),

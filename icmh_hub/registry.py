@@ -359,7 +359,7 @@ def _converted(download: Path, converter: str, codec: str, q: int, task: str | N
         convert = getattr(importlib.import_module(module), function)
     except (ImportError, AttributeError):
         raise RegistryError(f"converter {converter!r} ({CONVERTERS[converter]}) is not available in this install; upgrade icmh-hub") from None
-    partial = out.with_name(out.name + ".partial")
+    partial = out.with_name(out.name.removesuffix(".safetensors") + ".partial.safetensors")
     convert(download, codec=codec, q=q, task=task, out=partial)
     partial.replace(out)
     hub.record_trust(key, out, source=str(download), converter=converter)

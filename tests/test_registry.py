@@ -1,0 +1,222 @@
+"""The registry without a Hub: index files, merging, resolving, errors, local and URL sources."""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+
+from icmh_hub import attach, build_adapters, load_adapters, save_adapters
+from icmh_hub.adapter_files import sha256_of
+from icmh_hub.errors import DownloadError, IntegrityError, RegistryError, UnknownNameError
+from icmh_hub.hub import fetch_url, trust_records
+from icmh_hub.registry import (
+    CONVERTERS, add_entry, builtin_index_files, fetch, find_by_sha256, get_entry, list_entries,
+    load_index, load_pretrained, record_metrics, resolve,
+)
+
+CODEC, Q = "mbt2018-mean", 1
+
+
+@pytest.fixture(autouse=True)
+def clean_env(tmp_path, monkeypatch):
+    monkeypatch.delenv("ICMH_HUB_INDEX", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("ICMH_HUB_CACHE", str(tmp_path / "icmh-cache"))
+
+
+def adapter_file(path: Path, task: str = "cls", seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    return save_adapters(build_adapters(CODEC, Q, middle_dim=4, init="reference"), path, task=task, lmbda=1.8)
+
+
+def local_entry(path: Path, task: str = "cls", **extra) -> dict:
+    return {"id": f"{CODEC}/{task}/q{Q}", "codec": CODEC, "task": task, "q": Q, "lmbda": 1.8, "variant": "sfma",
+            "middle_dim": 4, "status": "published", "source": {"kind": "local", "path": path.name},
+            "sha256": sha256_of(path), "size": path.stat().st_size, "metrics": [], "notes": ""} | extra
+
+
+def write_index(folder: Path, entries, bases=(), name="index.json") -> Path:
+    path = folder / name
+    path.write_text(json.dumps({"entries": list(entries), "base_codecs": list(bases)}))
+    return path
+
+
+def test_builtin_index_is_honest():
+    index = load_index()
+    assert builtin_index_files() and index.entries
+    for entry in index.entries.values():
+        if entry.status == "published":  # downloadable: a hub file pinned by sha256, or a URL (trust on first use)
+            assert entry.source["kind"] in ("hub", "url") and (entry.sha256 or entry.source["kind"] == "url")
+        else:
+            assert entry.source is None and entry.sha256 is None and not [m for m in entry.metrics if m.get("source") == "measured"]
+    paper = {e.id: e.lmbda for e in index.entries.values() if e.codec == CODEC}
+    assert paper[f"{CODEC}/cls/q1"] == 1.8 and paper[f"{CODEC}/cls/q4"] == 13 and paper[f"{CODEC}/det/q3"] == 20
+
+
+def test_unknown_names_say_what_exists():
+    with pytest.raises(UnknownNameError, match="unknown codec 'mbt2018-maen'; did you mean 'mbt2018-mean'"):
+        resolve("mbt2018-maen", "cls", 3)
+    with pytest.raises(UnknownNameError, match="unknown task for mbt2018-mean 'clss'; did you mean 'cls'.*Known: cls, det, seg"):
+        resolve(CODEC, "clss", 3)
+    with pytest.raises(UnknownNameError, match="quality for mbt2018-mean/cls 7.*Known: 1, 2, 3, 4"):
+        resolve(CODEC, "cls", 7)
+    with pytest.raises(UnknownNameError, match="lambda .* 2.0.*Known: 3.5"):
+        resolve(CODEC, "cls", 2, lmbda=2.0)
+
+
+def test_recipe_entry_says_how_to_train_it():
+    entry = resolve(CODEC, "det", 2)
+    assert entry.status == "recipe" and entry.lmbda == 10
+    with pytest.raises(RegistryError, match=r"recipe, not trained yet.*`icmh-hub train --codec mbt2018-mean --q 2 --task det --lmbda 10"):
+        fetch(entry)
+    with pytest.raises(RegistryError, match="recipe"):
+        load_pretrained(CODEC, ["det"], 2)
+
+
+def test_user_indexes_merge_over_builtin(tmp_path, monkeypatch):
+    path = adapter_file(tmp_path / "cls.safetensors")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    write_index(folder, [local_entry(path) | {"source": {"kind": "local", "path": "../cls.safetensors"}}], name="a.json")
+    monkeypatch.setenv("ICMH_HUB_INDEX", str(folder))
+    entry = resolve(CODEC, "cls", Q)
+    assert entry.status == "published" and entry.origin.endswith("a.json")  # same id as the recipe: the user's wins
+    assert fetch(entry).read_bytes() == path.read_bytes()
+
+    # index= merges after the environment's, so it wins on the same id
+    other = adapter_file(tmp_path / "other.safetensors", seed=1)
+    explicit = write_index(tmp_path, [local_entry(other) | {"notes": "mine"}])
+    assert get_entry(f"{CODEC}/cls/q{Q}", index=explicit).notes == "mine"
+    assert len(list_entries(codec=CODEC, task="cls", index=explicit)) == 4
+
+    bad = write_index(tmp_path, [local_entry(other) | {"sha256": None}], name="bad.json")
+    with pytest.raises(RegistryError, match="pins no sha256"):
+        list_entries(index=bad)
+    with pytest.raises(RegistryError, match="does not exist"):
+        list_entries(index=tmp_path / "missing.json")
+
+
+def test_load_pretrained_from_local_files(tmp_path):
+    from icmh_hub.codecs import get_codec
+
+    cls_file, det_file = adapter_file(tmp_path / "cls.safetensors"), adapter_file(tmp_path / "det.safetensors", "det", 1)
+    torch.manual_seed(3)
+    base = get_codec(CODEC).build(Q)
+    base.update(force=True)
+    torch.save({"state_dict": {"module." + k: v for k, v in base.state_dict().items()}}, tmp_path / "base.pth.tar")
+    base_item = {"codec": CODEC, "q": Q, "source": {"kind": "local", "path": "base.pth.tar"}, "sha256": sha256_of(tmp_path / "base.pth.tar")}
+    index = write_index(tmp_path, [local_entry(cls_file), local_entry(det_file, "det")], [base_item])
+
+    codec = load_pretrained(CODEC, ["cls", "det"], Q, index=index)
+    assert codec.tasks == ["cls", "det"] and codec.task == "cls" and not codec.training
+    reference = attach(base, CODEC, {"cls": load_adapters(cls_file)}).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(codec(x)["x_hat"], reference(x)["x_hat"])
+        strings = codec.compress(x)
+        assert strings["strings"] == reference.compress(x)["strings"]
+
+    assert find_by_sha256(sha256_of(det_file), index=index).task == "det"
+    assert find_by_sha256("0" * 64, index=index) is None
+
+    det_file.write_bytes(det_file.read_bytes()[:-1] + b"!")  # a user's own file: reported, never deleted
+    with pytest.raises(IntegrityError, match="sha256 mismatch.*left in place"):
+        load_pretrained(CODEC, "det", Q, index=index)
+    assert det_file.exists()
+
+
+def test_add_entry_and_record_metrics(tmp_path):
+    path = adapter_file(tmp_path / "cls.safetensors")
+    index = tmp_path / "new" / "index.json"
+    entry = local_entry(path)
+    add_entry(index, entry)
+    add_entry(index, entry)  # the same again is fine
+    with pytest.raises(RegistryError, match="replace=True"):
+        add_entry(index, entry | {"notes": "changed"})
+    add_entry(index, entry | {"notes": "changed"}, replace=True)
+    result = {"dataset": "proxy-val", "images": 16, "metric": "top1", "value": 0.5, "date": "2026-11-25"}
+    record_metrics(index, entry["id"], [result])
+    updated = record_metrics(index, entry["id"], [result | {"value": 0.6}])
+    assert [m["value"] for m in updated.metrics] == [0.6] and updated.metrics[0]["source"] == "measured"
+    assert json.loads(index.read_text())["entries"][0]["notes"] == "changed"
+    with pytest.raises(UnknownNameError):
+        record_metrics(index, "nope", [result])
+
+
+@pytest.fixture()
+def web(tmp_path):
+    folder = tmp_path / "www"
+    folder.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_fetch_url_pins_or_trusts_on_first_use(web, monkeypatch):
+    folder, url = web
+    (folder / "w.bin").write_bytes(b"weights" * 100)
+    good = sha256_of(folder / "w.bin")
+    got = fetch_url(f"{url}/w.bin", sha256=good)
+    assert got.read_bytes() == b"weights" * 100
+
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        fetch_url(f"{url}/w.bin?again", sha256="0" * 64)
+    assert [p for p in got.parent.parent.rglob("*") if p.is_file()] == [got]  # the bad download was not kept
+
+    tofu = fetch_url(f"{url}/w.bin?tofu")
+    assert trust_records()[f"{url}/w.bin?tofu"]["sha256"] == good
+    tofu.write_bytes(b"changed")  # the cached copy changes after the first use: caught and removed
+    with pytest.raises(IntegrityError):
+        fetch_url(f"{url}/w.bin?tofu")
+    assert not tofu.exists()
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert fetch_url(f"{url}/w.bin", sha256=good) == got  # warm: no network needed
+    with pytest.raises(DownloadError, match="HF_HUB_OFFLINE is set and it is not in the cache"):
+        fetch_url(f"{url}/never.bin")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(DownloadError, match="cannot download"):
+        fetch_url(f"{url}/missing.bin")
+
+
+def test_url_source_with_converter_converts_once(web, tmp_path, monkeypatch):
+    folder, url = web
+    (folder / "ckpt.pth.tar").write_bytes(b"reference checkpoint")
+    calls = []
+
+    def fake_convert(checkpoint, codec, q, task, out):  # stands in for convert_reference
+        calls.append(Path(checkpoint).read_bytes())
+        torch.manual_seed(0)
+        return save_adapters(build_adapters(codec, q, middle_dim=4), out, task=task)
+
+    import sys
+    import types
+
+    module = types.ModuleType("fake_converters")
+    module.convert = fake_convert
+    monkeypatch.setitem(sys.modules, "fake_converters", module)
+    monkeypatch.setitem(CONVERTERS, "fake", "fake_converters:convert")
+    entry = {"id": "ref/cls", "codec": CODEC, "task": "cls", "q": Q, "status": "published", "sha256": None,
+             "source": {"kind": "url", "url": f"{url}/ckpt.pth.tar", "converter": "fake"}}
+    index = write_index(tmp_path, [entry])
+    first = fetch(get_entry("ref/cls", index=index))
+    second = fetch(get_entry("ref/cls", index=index))
+    assert first == second and len(calls) == 1 and load_adapters(first).task == "cls"
+
+    from click.testing import CliRunner
+
+    from icmh_hub.cli import main
+
+    run = CliRunner().invoke(main, ["info", "ref/cls", "--index", str(index)])
+    assert "NOT PINNED by the index: trust on first use; recorded " + sha256_of(folder / "ckpt.pth.tar") in run.output
+    assert "converted file " + sha256_of(first) in run.output
