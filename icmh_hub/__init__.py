@@ -8,13 +8,26 @@ from .adapter_set import AdapterSet, build_adapters
 from .adapters import VARIANTS, Adapter, count_parameters
 from .attach import AdaptedCodec, attach, detach
 from .bd import bd_metric, bd_rate
-from .codecs import CodecSpec, get_codec, list_codecs, register_codec
 from .codec_io import decode, encode
+from .codecs import CodecSpec, get_codec, list_codecs, register_codec
 from .convert import convert_reference
-from .errors import AdapterFileError, AdapterMismatchError, AttachError, IcmhError, UnknownNameError
-from .errors import BitstreamError, ImageFileError
+from .errors import (
+    AdapterFileError,
+    AdapterMismatchError,
+    AttachError,
+    BitstreamError,
+    DownloadError,
+    IcmhError,
+    ImageFileError,
+    IntegrityError,
+    RegistryError,
+    UnknownNameError,
+)
 from .loading import load
+from .recipes import Recipe, get_recipe
 from .registry import Entry, find_by_sha256, list_entries, resolve
+from .task_models import TaskFeatures, build_classifier, build_detector
+from .train import FullFinetuner, Trainer
 
 __version__ = "0.1.0"
 
@@ -24,31 +37,41 @@ __all__ = [
     "AdapterFileError",
     "AdapterMismatchError",
     "AdapterSet",
-    "AttachError",
-    "BitstreamError",
-    "CodecSpec",
-    "IcmhError",
-    "ImageFileError",
-    "UnknownNameError",
-    "VARIANTS",
     "attach",
+    "AttachError",
     "bd_metric",
     "bd_rate",
+    "BitstreamError",
     "build_adapters",
+    "build_classifier",
+    "build_detector",
+    "CodecSpec",
     "convert_reference",
     "count_parameters",
     "decode",
     "detach",
+    "DownloadError",
     "encode",
-    "get_codec",
-    "list_codecs",
     "Entry",
     "find_by_sha256",
+    "FullFinetuner",
+    "get_codec",
+    "get_recipe",
+    "IcmhError",
+    "ImageFileError",
+    "IntegrityError",
+    "list_codecs",
     "list_entries",
     "load",
-    "resolve",
     "load_adapters",
     "read_metadata",
+    "Recipe",
     "register_codec",
+    "RegistryError",
+    "resolve",
     "save_adapters",
+    "TaskFeatures",
+    "Trainer",
+    "UnknownNameError",
+    "VARIANTS",
 ]
