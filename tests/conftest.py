@@ -8,6 +8,13 @@ import pytest
 import torch
 
 
+def pytest_configure(config):
+    """One intra-op thread for the whole suite: the test machines have 2 shared cores, and the
+    tests' small tensors gain nothing from a second thread but pay for its synchronisation
+    (measured: about 10% less wall time on the attach/TIC/SFMA tests)."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)

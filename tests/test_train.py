@@ -3,7 +3,6 @@ equals not stopping, the CLI runs end to end, recipes and variants by name."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -21,15 +20,6 @@ from icmh_hub.train import CHECKPOINT, FullFinetuner, Trainer, supports_training
 from .conftest import make_image, spread_latents
 
 SMALL = dict(steps=4, batch_size=2, crop=64, pretrained=False, progress=False, checkpoint_every=0)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared cores: one thread avoids oversubscription (much faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +49,26 @@ def identical(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def loss_with_fixed_noise(run, batch, seed: int = 123) -> float:
+    """The training loss of ``batch`` with one fixed draw of the quantisation noise, so that two
+    calls differ only by what the adapters learned in between."""
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(seed)
+        return run.loss(batch)[0].item()
+
+
 def test_loss_goes_down_on_a_fixed_batch(images, tmp_path):
+    # Before vs after under the same noise draw, rather than the first vs last per-step losses:
+    # those rise again after step 3 (lr 1e-3), so that comparison passed by a thin margin (0.89
+    # against 0.95) that any change to the code under test could eat; this one measures 0.75.
     run = trainer(images, tmp_path, lr=1e-3)
     batch = next(iter(step_loader(run.dataset, 2, 0, 1)))
     run._prepare()
+    before = loss_with_fixed_noise(run, batch)
     losses = [run.train_step(batch).loss for _ in range(10)]
-    assert np.mean(losses[-3:]) < 0.95 * np.mean(losses[:3]), losses
+    after = loss_with_fixed_noise(run, batch)
+    assert after < 0.9 * before, (before, after, losses)  # measured: 12.69 -> 9.53 (0.75)
+    assert min(losses[1:]) < losses[0], losses
 
 
 def test_gradients_reach_only_the_adapters(images, tmp_path):
