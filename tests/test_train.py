@@ -3,7 +3,6 @@ equals not stopping, the CLI runs end to end, recipes and variants by name."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
