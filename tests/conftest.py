@@ -11,7 +11,8 @@ import torch
 def pytest_configure(config):
     """One intra-op thread for the whole suite: the test machines have 2 shared cores, and the
     tests' small tensors gain nothing from a second thread but pay for its synchronisation
-    (measured: about 10% less wall time on the attach/TIC/SFMA tests). Child processes get the
+    (measured: about 10% less wall time on the attach/TIC/SFMA tests; the whole suite, whose
+    heaviest files already ran on one thread, is unchanged within noise). Child processes get the
     same count through OMP_NUM_THREADS, so results compared across processes are bit-identical."""
     import os
 

@@ -149,11 +149,13 @@ def test_missing_markers_are_a_clear_error(tmp_path, capsys):
 def shims(tmp_path_factory) -> Path:
     """``python`` and ``icmh-hub`` that run this interpreter (a README block tests this install)."""
     folder = tmp_path_factory.mktemp("bin")
-    (folder / "python").symlink_to(sys.executable)
-    cli = folder / "icmh-hub"
-    cli.write_text(f'#!/bin/sh\nexec "{sys.executable}" -c "import sys; sys.argv[0] = \'icmh-hub\'; '
-                   f'from icmh_hub.cli import main; main()" "$@"\n')
-    cli.chmod(0o755)
+    scripts = {  # scripts, not symlinks: a symlinked venv python would lose the venv
+        "python": f'exec "{sys.executable}" "$@"',
+        "icmh-hub": f'exec "{sys.executable}" -c "import sys; sys.argv[0] = \'icmh-hub\'; from icmh_hub.cli import main; main()" "$@"',
+    }
+    for name, line in scripts.items():
+        (folder / name).write_text(f"#!/bin/sh\n{line}\n")
+        (folder / name).chmod(0o755)
     return folder
 
 
