@@ -86,6 +86,21 @@ def download_command(entry_id: str, index: tuple[str, ...]) -> None:
     click.echo(str(registry.fetch(entry)))
 
 
+def _read_results(results_file: str) -> list[dict]:
+    """A list of result dicts, or the JSON that ``icmh-hub eval --json`` writes (one evaluation)."""
+    try:
+        data = json.loads(Path(results_file).read_text())
+    except json.JSONDecodeError as exc:
+        raise IcmhError(f"{results_file} is not JSON ({exc}); give `icmh-hub eval --json` output or a list of result objects") from None
+    if isinstance(data, dict) and "metrics" in data and "task" in data:
+        from .evaluate import card_results
+
+        return card_results(data)
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise IcmhError(f"{results_file} holds neither `icmh-hub eval --json` output nor a list of result objects")
+    return data
+
+
 @click.command("push")
 @click.argument("adapter_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--repo", "repo_id", required=True, metavar="ORG/NAME", help="Hub model repository (created if missing).")
@@ -100,12 +115,7 @@ def download_command(entry_id: str, index: tuple[str, ...]) -> None:
 def push_command(adapter_file: str, repo_id: str, path_in_repo: str | None, revision: str | None,
                  results_file: str | None, dry_run: bool, force: bool, index_file: str | None) -> None:
     """Publish ADAPTER_FILE and its model card (README.md) in one commit; give its registry entry."""
-    results = []
-    if results_file:
-        try:
-            results = json.loads(Path(results_file).read_text())
-        except json.JSONDecodeError as exc:
-            raise IcmhError(f"{results_file} is not JSON ({exc}); give a list of result objects") from None
+    results = _read_results(results_file) if results_file else []
     entry = hub.push_adapter(adapter_file, repo_id, path=path_in_repo, revision=revision, results=results,
                              force=force, dry_run=dry_run)
     if dry_run:

@@ -150,4 +150,32 @@ register_codec(
     )
 )
 
+DEMO_CODEC = "mbt2018-mean-demo"
+DEMO_N, DEMO_M = 32, 48
+
+
+def _demo_builder(quality: int, pretrained: bool) -> nn.Module:
+    """A narrow mean-scale hyperprior that trains on a CPU; its weights ship in the package
+    (the demo zoo, ``adapters/demo``), trained by ``python -m benchmarks.proxy``."""
+    if pretrained:
+        from .registry import build_base, load_index
+
+        if (DEMO_CODEC, quality) not in load_index().bases:
+            raise IcmhError(f"no {DEMO_CODEC} q{quality} weights in the index; run `python -m benchmarks.proxy` to train them")
+        return build_base(DEMO_CODEC, quality)
+    from compressai.models import MeanScaleHyperprior
+
+    return MeanScaleHyperprior(N=DEMO_N, M=DEMO_M)
+
+
+register_codec(
+    CodecSpec(
+        DEMO_CODEC,
+        _demo_builder,
+        {q: DEMO_N for q in range(1, 5)},
+        *_GDN_POINTS,
+        description=f"mbt2018-mean with N={DEMO_N}, M={DEMO_M}, trained on the proxy data set (demo zoo, offline)",
+    )
+)
+
 from . import tic as _tic  # noqa: E402,F401  registers "tic" (the paper's codec; defined in its own module)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 
 import torch
@@ -39,7 +40,14 @@ def load(
     with torch.random.fork_rng():  # same random weights in every process, caller's RNG untouched
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
         base = spec.build(q, pretrained=False)
-        adapters = {name: build_adapters(codec, q, init="reference", task=name) for name in tasks}
+        adapters = {name: _random_adapters(codec, q, name) for name in tasks}
     adapted = attach(base, codec, adapters, quality=q)
     adapted.update(force=True)
     return adapted.eval()
+
+
+def _random_adapters(codec: str, q: int, task: str):
+    """One task's random adapters, drawn from a seed of their own: the same whichever other
+    tasks are loaded beside them (a decoder rebuilds only the task a file was coded with)."""
+    torch.manual_seed(RANDOM_WEIGHTS_SEED + zlib.crc32(task.encode()))
+    return build_adapters(codec, q, init="reference", task=task)

@@ -162,19 +162,23 @@ class TaskFeatures(nn.Module):
     """[0, 1] images -> the list of feature maps the task distortion compares.
 
     ``distortion(reference, features)`` is the paper's D: cls = mean over the four ResNet stages
-    of the per-stage MSE; det / seg = 0.2 * sum of the per-level MSE over P2..P6. The module is
-    frozen and stays in eval mode even if a parent calls ``train()``.
+    of the per-stage MSE; det / seg = 0.2 * sum of the per-level MSE over P2..P6. ``net`` replaces
+    the torchvision model by your own (a module mapping [0, 1] images to a list of feature maps),
+    e.g. the demo zoo's small proxy models. The module is frozen and stays in eval mode even if a
+    parent calls ``train()``.
     """
 
     LEVEL_WEIGHT = {"cls": 0.25, "det": 0.2, "seg": 0.2}
 
-    def __init__(self, task: str, weights: Weights = "DEFAULT", backend: str = "torchvision") -> None:
+    def __init__(self, task: str, weights: Weights = "DEFAULT", backend: str = "torchvision", net: nn.Module | None = None) -> None:
         super().__init__()
         self.task = check_task(task)
         if backend not in BACKENDS:
             raise unknown_name("task model backend", backend, BACKENDS)
-        self.backend = backend
-        if backend == "detectron2":
+        self.backend = backend if net is None else "custom"
+        if net is not None:  # your own recognition model: any module from [0, 1] images to a feature list
+            self.net = net
+        elif backend == "detectron2":
             self.net = _Detectron2Features(task, weights)
         elif task == "cls":
             self.net = _ResNetStages(_resnet50(weights))

@@ -158,6 +158,7 @@ class _Loop:
         checkpoint_every: int = 500,
         workers: int = 0,
         progress: bool = True,
+        features: TaskFeatures | None = None,
     ) -> None:
         self.spec = get_codec(codec)
         self.spec.check_quality(q)
@@ -170,7 +171,7 @@ class _Loop:
             raise IcmhError("--amp (mixed precision) needs a CUDA device; drop --amp to train on the CPU")
         if steps is not None and steps < 1:
             raise IcmhError(f"steps must be positive, got {steps}")
-        self.amp, self.pretrained, self.progress = amp, pretrained, progress
+        self.amp, self.pretrained, self.progress, self.custom_features = amp, pretrained, progress, features
         self.out_dir, self.checkpoint_every, self.workers = Path(out_dir), checkpoint_every, workers
         self.dataset = ImageFolder(self.data_dir, self.recipe.crop, self.recipe.seed)
         images = min(self.recipe.epoch_images or len(self.dataset), len(self.dataset))
@@ -185,7 +186,7 @@ class _Loop:
     # -- set-up --------------------------------------------------------------------------------
     def _build(self) -> None:
         self.codec = self._build_codec().to(self.device)
-        features = TaskFeatures(self.task, weights=self.recipe.task_weights if self.pretrained else None)
+        features = self.custom_features or TaskFeatures(self.task, weights=self.recipe.task_weights if self.pretrained else None)
         self.features = features.to(self.device)
         params = list(self.trainable())
         if not params:
@@ -328,6 +329,7 @@ class _Loop:
             if supports_training_forward(self.model)
             else "codec's own train() forward (noise likelihoods and decoder)",
             "pretrained": self.pretrained,
+            "task_model": self.recipe.task_weights if self.custom_features is None else "custom",
             "amp": self.amp,
             "final": dataclasses.asdict(self.last),
         }

@@ -132,6 +132,19 @@ def test_cli_push_adds_entry_to_index_then_download(servers, hf_env, monkeypatch
     assert saved["sha256"] + " (pinned by the index)" in run.output and "miou = 0.5 on proxy-val" in run.output
 
 
+def test_cli_push_reads_eval_json_and_refuses_other_json(tmp_path):
+    from icmh_hub.cli_registry import _read_results
+
+    evaluation = tmp_path / "eval.json"
+    evaluation.write_text(json.dumps({"task": "seg", "dataset": "proxy", "protocol": "coco", "images": 4, "date": "2026-11-25",
+                                      "metrics": {"segm_AP": 12.5, "bpp_est": 0.3, "psnr": None}}))
+    assert [(r["metric"], r["value"]) for r in _read_results(str(evaluation))] == [("segm_AP", 12.5), ("bpp_est", 0.3)]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"hello": 1}))
+    run = CliRunner().invoke(main, ["push", str(other), "--repo", "org/x", "--results", str(other)])
+    assert run.exit_code == 1 and "neither" in run.output
+
+
 def test_round_trip_in_a_new_process_then_offline(servers, hf_env, monkeypatch):
     double, olah, _ = servers
     cls_file = adapter_file(hf_env / "cls.safetensors", task="cls", seed=2)
