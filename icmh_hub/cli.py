@@ -11,7 +11,7 @@ import click
 from .errors import IcmhError
 
 # modules that define commands; each has a ``COMMANDS`` list of click commands
-COMMAND_MODULES = ("icmh_hub.cli_core", "icmh_hub.cli_registry", "icmh_hub.cli_convert", "icmh_hub.cli_train", "icmh_hub.cli_codec", "icmh_hub.cli_eval")
+COMMAND_MODULES = ("icmh_hub.cli_core", "icmh_hub.cli_registry", "icmh_hub.cli_convert", "icmh_hub.cli_train", "icmh_hub.cli_codec", "icmh_hub.cli_eval", "icmh_hub.cli_demo")
 
 
 class IcmhGroup(click.Group):

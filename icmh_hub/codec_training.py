@@ -16,8 +16,8 @@ from torch.nn import functional as F
 
 from .rate import estimated_bpp
 
-# lambdas of CompressAI's MSE models at quality 1..4 (their training table)
-MSE_LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130}
+# lambdas of CompressAI's MSE models at quality 1..8 (their training table)
+MSE_LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.1800}
 
 
 @dataclass

@@ -51,8 +51,10 @@ def test_builtin_index_is_honest():
     index = load_index()
     assert builtin_index_files() and index.entries
     for entry in index.entries.values():
-        if entry.status == "published":  # downloadable: a hub file pinned by sha256, or a URL (trust on first use)
-            assert entry.source["kind"] in ("hub", "url") and (entry.sha256 or entry.source["kind"] == "url")
+        if entry.status == "published":  # a hub file pinned by sha256, a shipped file (demo zoo), or a URL (trust on first use)
+            assert entry.source["kind"] in ("hub", "url", "local") and (entry.sha256 or entry.source["kind"] == "url")
+            if entry.source["kind"] == "local":
+                assert sha256_of(Path(entry.origin).parent / entry.source["path"]) == entry.sha256
         else:
             assert entry.source is None and entry.sha256 is None and not [m for m in entry.metrics if m.get("source") == "measured"]
     paper = {e.id: e.lmbda for e in index.entries.values() if e.codec == CODEC}

@@ -1,0 +1,92 @@
+"""The demo zoo: proxy task models, custom task features in training, the shipped zoo loads
+offline and verified, and ``icmh-hub demo`` shows savings and a bit-exact swap back."""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from icmh_hub import Trainer, get_codec, list_entries, load
+from icmh_hub.adapter_files import sha256_of
+from icmh_hub.cli import main
+from icmh_hub.codecs import DEMO_CODEC
+from icmh_hub.errors import IcmhError
+from icmh_hub.proxy import make_proxy
+from icmh_hub.proxy_models import build_model, load_model, task_features, task_score, train_model
+
+from .test_train import images  # noqa: F401  (the small image-folder fixture)
+
+DEMO_INDEX = Path(str(files("icmh_hub.index") / "demo.json"))
+
+
+def test_proxy_models_learn_and_score():
+    data = make_proxy(64, 64, seed=5)
+    for task in ("cls", "seg"):
+        untrained = build_model(task).eval()
+        model = train_model(task, data, steps=30, batch_size=16, seed=0)
+        assert not model.training and not any(p.requires_grad for p in model.parameters())
+        assert task_score(task, model, data.images, data) > task_score(task, untrained, data.images, data)
+        assert 0.0 <= task_score(task, model, data.images, data) <= 1.0
+
+
+def test_task_features_from_a_proxy_model_drive_the_trainer(images, tmp_path):  # noqa: F811
+    features = task_features("cls", build_model("cls"))
+    assert len(features(torch.rand(2, 3, 64, 64))) == 4 and features.backend == "custom"
+    run = Trainer("mbt2018-mean", 1, "cls", images, steps=2, batch_size=2, crop=64, pretrained=False, progress=False,
+                  checkpoint_every=0, middle_dim=8, out_dir=tmp_path, features=features)
+    assert run.features is features
+    run.fit()
+    assert run.training_record()["task_model"] == "custom"
+
+
+def test_missing_or_wrong_task_model_file_is_a_clear_error(tmp_path):
+    with pytest.raises(IcmhError, match="benchmarks.proxy"):
+        load_model("cls", tmp_path / "none.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(IcmhError, match="does not hold"):
+        load_model("seg", tmp_path / "bad.safetensors")
+    with pytest.raises(IcmhError):
+        build_model("det")
+
+
+def test_shipped_zoo_is_published_verified_and_small():
+    entries = [e for e in list_entries(codec=DEMO_CODEC)]
+    assert {(e.task, e.q) for e in entries} == {(t, q) for t in ("cls", "seg") for q in range(1, 5)}
+    index = json.loads(DEMO_INDEX.read_text())
+    shipped = DEMO_INDEX.parent / "demo"
+    for item in index["entries"] + index["base_codecs"]:
+        path = DEMO_INDEX.parent / item["source"]["path"]
+        assert sha256_of(path) == item["sha256"] and path.stat().st_size == item["size"]
+    for entry in entries:
+        assert entry.status == "published" and {m["metric"] for m in entry.metrics} >= {"bpp_actual", "psnr"}
+        assert (shipped / f"{DEMO_CODEC}-{entry.task}-q{entry.q}.md").is_file()  # its model card
+    assert sum(p.stat().st_size for p in shipped.iterdir()) <= 20 * 2**20
+
+
+def test_demo_codec_loads_offline_with_two_tasks(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    codec = load(DEMO_CODEC, task=["cls", "seg"], q=1)
+    assert codec.tasks == ["cls", "seg"]
+    x = make_proxy(4, 64, seed=11).images
+    with torch.no_grad():
+        human = codec.set_task(None).compress(x)["strings"]
+        machine = codec.set_task("cls").compress(x)["strings"]
+        base = get_codec(DEMO_CODEC).build(1, pretrained=True)
+        base.update(force=True)
+        assert base.compress(x)["strings"] == human != machine
+
+
+def test_cli_demo_prints_both_rows_and_writes_the_figure(tmp_path):
+    out = tmp_path / "demo.png"
+    run = CliRunner().invoke(main, ["demo", "-o", str(out), "--images", "32"])
+    assert run.exit_code == 0, run.output
+    assert "human (no adapters)" in run.output and "machine (cls adapters)" in run.output
+    assert "same bytes as the codec that never had adapters: yes" in run.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(out) in run.output
