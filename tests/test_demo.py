@@ -90,3 +90,17 @@ def test_cli_demo_prints_both_rows_and_writes_the_figure(tmp_path):
     assert "human (no adapters)" in run.output and "machine (cls adapters)" in run.output
     assert "same bytes as the codec that never had adapters: yes" in run.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(out) in run.output
+
+
+def test_demo_files_decode_through_the_registry_alone():
+    """A .icmh file coded with the shipped cls adapters names them by sha256; a decoder with no
+    codec in hand finds the entry in the index, verifies the file and decodes the same pixels."""
+    from icmh_hub import decode, encode
+
+    codec = load(DEMO_CODEC, task="cls", q=2)
+    x = make_proxy(1, 64, seed=12).images
+    with torch.no_grad():
+        out = codec.compress(x)
+        direct = codec.decompress(out["strings"], out["shape"])["x_hat"].clamp(0, 1)
+    decoded = decode(encode(codec, x))
+    assert torch.allclose(decoded, direct, atol=1 / 255)  # the file stores 8-bit pixels
