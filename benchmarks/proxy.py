@@ -15,6 +15,7 @@ BD-accuracy are against the base codec.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import multiprocessing
@@ -35,12 +36,12 @@ from icmh_hub.adapter_files import load_adapters, sha256_of
 from icmh_hub.attach import attach
 from icmh_hub.codec_training import MSE_LAMBDAS, train_codec
 from icmh_hub.codecs import DEMO_CODEC
-from icmh_hub.evaluate import bits_per_position, psnr
+from icmh_hub.demo import code, mosaic
+from icmh_hub.evaluate import bits_per_position
 from icmh_hub.model_card import write_card
 from icmh_hub.plots import plot_bit_allocation, plot_rate_accuracy
 from icmh_hub.proxy import ProxyBatch, make_proxy
 from icmh_hub.proxy_models import METRICS, load_model, task_features, task_score, train_model
-from icmh_hub.rate import string_bytes
 from icmh_hub.registry import INDEX_ENV
 from icmh_hub.train import FullFinetuner, Trainer
 
@@ -75,7 +76,7 @@ class Config:
 
     def scaled(self, scale: float) -> "Config":
         steps = {k: max(2, round(getattr(self, k) * scale)) for k in ("codec_steps", "codec_finetune_steps", "task_steps", "adapter_steps")}
-        return Config(**{**self.__dict__, **steps})
+        return dataclasses.replace(self, **steps)
 
     def lmbda(self, task: str, q: int) -> float:
         return dict(self.task_lambdas)[task][q - 1]
@@ -93,11 +94,6 @@ def write_folder(batch: ProxyBatch, folder: Path) -> Path:
         pixels = (image.permute(1, 2, 0) * 255).round().byte().numpy()
         Image.fromarray(pixels).save(folder / f"{i:05d}.png")
     return folder
-
-
-def as_stored(images: torch.Tensor) -> torch.Tensor:
-    """Images quantised to 8 bits, as the PNG files the trainers read hold them."""
-    return (images * 255).round() / 255
 
 
 def _every(steps: int, label: str):
@@ -206,18 +202,10 @@ def row_codec(row: str, task: str, q: int, path: Path | None) -> torch.nn.Module
     return codec.eval()
 
 
-@torch.no_grad()
-def measure(codec: torch.nn.Module, task: str, model: torch.nn.Module, test: ProxyBatch, chunk: int = 64) -> dict[str, float]:
+def measure(codec: torch.nn.Module, task: str, model: torch.nn.Module, test: ProxyBatch) -> dict[str, float]:
     """Real bitstreams: bpp from the strings, the task score and PSNR of the decoded images."""
-    total_bytes, decoded = 0, []
-    for i in range(0, len(test.images), chunk):
-        images = test.images[i : i + chunk]
-        out = codec.compress(images)
-        total_bytes += string_bytes(out["strings"])
-        decoded.append(codec.decompress(out["strings"], out["shape"])["x_hat"].clamp(0, 1))
-    x_hat = torch.cat(decoded)
-    pixels = test.images.shape[0] * test.images.shape[-2] * test.images.shape[-1]
-    return {"bpp": total_bytes * 8 / pixels, METRICS[task]: task_score(task, model, x_hat, test), "psnr": psnr(test.images, x_hat)}
+    coded = code(codec, test, task, model)
+    return {"bpp": coded.bpp, METRICS[task]: coded.score, "psnr": coded.psnr}
 
 
 def bd_table(curves: dict[str, list[dict[str, float]]], metric: str) -> dict[str, dict[str, float | None]]:
@@ -227,8 +215,12 @@ def bd_table(curves: dict[str, list[dict[str, float]]], metric: str) -> dict[str
     for name, points in curves.items():
         if name == "base":
             continue
-        args = ([p["bpp"] for p in base], [p[metric] for p in base], [p["bpp"] for p in points], [p[metric] for p in points])
-        table[name] = {"bd_rate": _bd(bd_rate, args), f"bd_{metric}": _bd(bd_metric, tuple(a if i % 2 == 0 else [v * 100 for v in a] for i, a in enumerate(args)))}
+        ref_rate, test_rate = [p["bpp"] for p in base], [p["bpp"] for p in points]
+        ref_metric, test_metric = [p[metric] for p in base], [p[metric] for p in points]
+        table[name] = {
+            "bd_rate": _bd(bd_rate, (ref_rate, ref_metric, test_rate, test_metric)),
+            f"bd_{metric}": _bd(bd_metric, (ref_rate, [100 * v for v in ref_metric], test_rate, [100 * v for v in test_metric])),  # in points
+        }
     return table
 
 
@@ -243,12 +235,12 @@ def _bd(function, args) -> float | None:
 # -- outputs -------------------------------------------------------------------------------------
 def bit_map_figure(task: str, q: int, path: Path, test: ProxyBatch, out: Path) -> Path:
     """Bits per latent position on a 4x4 mosaic of held-out images coded as one picture."""
-    mosaic = torch.cat([torch.cat(list(test.images[r * 4 : r * 4 + 4]), dim=2) for r in range(4)], dim=1)[None]
+    picture = mosaic(test.images[:16])
     codec = row_codec("sfma", task, q, path)
     with codec.human():
-        base_bits = bits_per_position(codec, mosaic)
-    adapted_bits = bits_per_position(codec, mosaic)
-    return plot_bit_allocation(mosaic, base_bits, adapted_bits, out, title=f"{DEMO_CODEC} q{q}, {task} SFMA (16 held-out images coded as one)")
+        base_bits = bits_per_position(codec, picture)
+    adapted_bits = bits_per_position(codec, picture)
+    return plot_bit_allocation(picture, base_bits, adapted_bits, out, title=f"{DEMO_CODEC} q{q}, {task} SFMA (16 held-out images coded as one)")
 
 
 def ship(config: Config, work: Path, bases: dict[int, Path], rows: dict, results: dict) -> None:
@@ -338,8 +330,7 @@ def run(config: Config, out: Path, ship_zoo: bool) -> dict[str, Any]:
     stamp.write_text(json.dumps(upstream))
     train, test = make_proxy(config.train_images, config.size, seed=config.seed + 1), make_proxy(config.test_images, config.size, seed=config.seed + 2)
     folder = write_folder(train, work / "train")
-    train = ProxyBatch(as_stored(train.images), train.labels, train.masks, train.boxes)
-    test = ProxyBatch(as_stored(test.images), test.labels, test.masks, test.boxes)
+    train, test = train.as_8bit(), test.as_8bit()
     log(f"data: {config.train_images} training and {config.test_images} held-out images of {config.size}x{config.size}")
     bases = train_base_codecs(config, train, work)
     os.environ[INDEX_ENV] = str(write_index(bases, work / "index.json"))  # our trainers load these bases

@@ -11,6 +11,7 @@ the object and 0 elsewhere (segmentation) and its box ``(x0, y0, x1, y1)`` (dete
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +33,11 @@ class ProxyBatch:
     labels: torch.Tensor  # (B,) class index into SHAPES
     masks: torch.Tensor  # (B, H, W) 0 = background, k + 1 = class k
     boxes: torch.Tensor  # (B, 4) x0, y0, x1, y1 in pixels (x1, y1 exclusive)
+
+    def as_8bit(self) -> "ProxyBatch":
+        """The batch with its images rounded to 8 bits, as image files hold them (and as the
+        trainers, which read files, see them)."""
+        return dataclasses.replace(self, images=(self.images * 255).round() / 255)
 
 
 @lru_cache(maxsize=1)

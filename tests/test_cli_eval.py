@@ -17,14 +17,6 @@ from tests.test_evaluate import make_class_folder, make_coco
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def invoke(*args: str):
     return CliRunner().invoke(main, [str(a) for a in args])
 

@@ -16,15 +16,6 @@ from icmh_hub.rate import estimated_bits
 from tests.conftest import build_pair, make_image, spread_latents
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, loaded machine two threads spin and run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # -- tiny data sets the tests write ------------------------------------------------------------
 def save_png(tensor: torch.Tensor, path: Path) -> None:
     from PIL import Image
@@ -177,7 +168,7 @@ def test_coco_errors(tmp_path):
 
 # -- whole runs (random codec and task models) -------------------------------------------------
 @pytest.fixture(scope="module")
-def random_codec(_one_thread):
+def random_codec():
     codec = ev.build_eval_codec("mbt2018-mean", 1, "cls", pretrained=False)
     spread_latents(codec.base, gain=3.0)  # so that the rate depends on the image and the adapters
     codec.update(force=True)

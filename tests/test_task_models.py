@@ -14,15 +14,6 @@ from icmh_hub.task_models import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared cores: one thread avoids oversubscription (much faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cls_features():
     torch.manual_seed(0)
