@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -35,7 +36,7 @@ from icmh_hub import bd_metric, bd_rate, build_adapters, get_codec
 from icmh_hub.adapter_files import load_adapters, sha256_of
 from icmh_hub.attach import attach
 from icmh_hub.codec_training import MSE_LAMBDAS, train_codec
-from icmh_hub.codecs import DEMO_CODEC
+from icmh_hub.codecs import DEMO_CODEC, DEMO_M, DEMO_N
 from icmh_hub.demo import code, mosaic
 from icmh_hub.evaluate import bits_per_position
 from icmh_hub.model_card import write_card
@@ -46,10 +47,17 @@ from icmh_hub.registry import INDEX_ENV
 from icmh_hub.train import FullFinetuner, Trainer
 
 QUALITIES = (1, 2, 3, 4)
-# demo q1..q4 = CompressAI's MSE lambdas of its q3..q6: the tiny codec's PSNR range then matches
-# the range where the proxy recognition models still work on the reconstructions
-CODEC_LAMBDAS = {q: MSE_LAMBDAS[q + 2] for q in QUALITIES}
+# demo q1..q4 = CompressAI's MSE lambdas of its q1, q3, q5, q7: four times apart, so that the
+# rate points differ by more than what a short CPU training leaves unconverged
+CODEC_LAMBDAS = {q: MSE_LAMBDAS[2 * q - 1] for q in QUALITIES}
+# two chains, one per core: the first rate point of each from scratch, the second fine-tuned from
+# it. The higher rate point of a pair comes second: it needs the longer training (from scratch for
+# the same steps, q4 came out below a q3 fine-tuned from it, which made the base curve non-monotonic)
+CODEC_CHAINS = ((3, 4), (1, 2))
 TASKS = ("cls", "seg")
+# accuracy saturates towards the clean-image score, and a cubic through such a curve overshoots
+# (icmh_hub.bd refuses it); pchip is the monotone interpolation the JVET sheets use
+BD_METHOD = "pchip"
 ROOT = Path(__file__).resolve().parents[1]
 SHIP = ROOT / "adapters" / "demo"
 
@@ -61,8 +69,8 @@ class Config:
     size: int = 64
     train_images: int = 8192
     test_images: int = 512
-    codec_steps: int = 6000  # the highest rate point, from scratch
-    codec_finetune_steps: int = 2000  # each lower one, from the one above
+    codec_steps: int = 10000  # q3 and q1, from scratch
+    codec_finetune_steps: int = 4000  # q4 from q3, q2 from q1
     codec_batch: int = 8
     task_steps: int = 1500
     adapter_steps: int = 600
@@ -71,7 +79,7 @@ class Config:
     full_lr: float = 1e-4
     middle_dim: int = 16
     naive_dim: int = 56  # about the same parameters as SFMA at d=16 (both counted in the results)
-    task_lambdas: tuple[tuple[str, tuple[float, ...]], ...] = (("cls", (4.0, 8.0, 16.0, 32.0)), ("seg", (4.0, 8.0, 16.0, 32.0)))
+    task_lambdas: tuple[tuple[str, tuple[float, ...]], ...] = (("cls", (2.0, 8.0, 32.0, 128.0)), ("seg", (2.0, 8.0, 32.0, 128.0)))  # 4x apart, as the codec lambdas
     seed: int = 0
 
     def scaled(self, scale: float) -> "Config":
@@ -104,15 +112,41 @@ def _every(steps: int, label: str):
 
 
 # -- base codecs and task models -----------------------------------------------------------------
+def codec_folder(config: Config, out: Path) -> Path:
+    """Where the base codecs of this setting live, and the adapter runs trained on them."""
+    lambdas = "-".join(str(CODEC_LAMBDAS[q]) for q in QUALITIES)
+    chains = "-".join("".join(map(str, chain)) for chain in CODEC_CHAINS)
+    return out / (f"codecs-N{DEMO_N}-M{DEMO_M}-fp16-s{config.codec_steps}-f{config.codec_finetune_steps}"
+                  f"-b{config.codec_batch}-c{chains}-l{lambdas}")
+
+
 def train_base_codecs(config: Config, train: ProxyBatch, out: Path) -> dict[int, Path]:
-    """The human-vision codecs: the highest rate point from scratch, each lower one fine-tuned
-    from the one above (a warm start, so a short CPU budget still gives converged-looking
-    codecs). Cached per setting in ``out/codecs-...``."""
-    spec, paths = get_codec(DEMO_CODEC), {}
-    folder = out / f"codecs-s{config.codec_steps}-f{config.codec_finetune_steps}-b{config.codec_batch}"
+    """The human-vision codecs, two chains in parallel (one per core): q3 and q1 from scratch,
+    q4 and q2 fine-tuned from them (a warm start, so a short CPU budget still gives usable
+    codecs). Cached per setting in ``codec_folder``."""
+    folder = codec_folder(config, out)
     folder.mkdir(exist_ok=True)
-    previous = None
-    for q in sorted(QUALITIES, reverse=True):
+    with ProcessPoolExecutor(len(CODEC_CHAINS), mp_context=multiprocessing.get_context("fork")) as pool:
+        chains = pool.map(train_codec_chain, [config] * len(CODEC_CHAINS), [train] * len(CODEC_CHAINS),
+                          [folder] * len(CODEC_CHAINS), CODEC_CHAINS)
+        return {q: path for chain in chains for q, path in chain.items()}
+
+
+def half_precision(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The codec as shipped: parameters stored in float16 (half the zoo's size; loading casts them
+    back). The model takes the rounded values and rebuilds its entropy tables from them, so every
+    later number is measured with exactly the shipped codec."""
+    names = {name for name, _ in model.named_parameters()}
+    state = {k: v.half() if k in names else v for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    model.update(force=True)
+    return {k: (v.half() if k in names else v).contiguous() for k, v in model.state_dict().items()}
+
+
+def train_codec_chain(config: Config, train: ProxyBatch, folder: Path, chain: tuple[int, ...]) -> dict[int, Path]:
+    torch.set_num_threads(1)
+    spec, paths, previous = get_codec(DEMO_CODEC), {}, None
+    for q in chain:
         paths[q] = folder / f"{DEMO_CODEC}-q{q}.safetensors"
         model = spec.build(q)
         if paths[q].is_file():  # trained by an earlier run of this same configuration
@@ -129,16 +163,18 @@ def train_base_codecs(config: Config, train: ProxyBatch, out: Path) -> dict[int,
 
         started = time.time()
         model = train_codec(model, batches, CODEC_LAMBDAS[q], steps, lr=lr, milestones=(int(steps * 0.8),),
-                            log=_every(1000, f"codec q{q}"))
-        previous = {k: v.contiguous() for k, v in model.state_dict().items()}
+                            log=_every(2000, f"codec q{q}"))
+        previous = half_precision(model)
         save_file(previous, str(paths[q]))
         log(f"base codec q{q} (lambda {CODEC_LAMBDAS[q]}, {steps} steps) trained in {time.time() - started:.0f} s")
     return paths
 
 
-def train_task_models(config: Config, train: ProxyBatch, test: ProxyBatch, out: Path) -> dict[str, Any]:
+def train_task_models(config: Config, train: ProxyBatch, test: ProxyBatch, out: Path,
+                      tasks: tuple[str, ...] = TASKS) -> dict[str, Any]:
+    """The proxy recognition models, trained on (partly degraded) clean images; cached in ``out``."""
     record = {}
-    for task in TASKS:
+    for task in tasks:
         started = time.time()
         path = out / f"proxy-{task}.safetensors"
         if path.is_file():  # trained by an earlier run of this same configuration
@@ -160,28 +196,42 @@ def write_index(bases: dict[int, Path], index: Path, entries: list[dict[str, Any
 
 
 # -- adapters and full fine-tuning ----------------------------------------------------------------
-def train_rows(config: Config, task: str, q: int, folder: Path, out: Path) -> dict[str, Path]:
-    features = task_features(task, load_model(task, out / f"proxy-{task}.safetensors"))
-    common = {"lmbda": config.lmbda(task, q), "steps": config.adapter_steps, "batch_size": config.adapter_batch,
-              "crop": config.size, "seed": config.seed, "features": features, "progress": False, "checkpoint_every": 0}
-    rows, tag = {}, f"l{config.lmbda(task, q)}-s{config.adapter_steps}"  # adapter runs are cached per setting
-    for name, variant, dim in (("sfma", "sfma", config.middle_dim), ("naive", "naive", config.naive_dim)):
-        run_dir = out / f"{task}-q{q}-{name}{dim}-{tag}-lr{config.adapter_lr}"
-        done = run_dir / f"{DEMO_CODEC}-{task}-q{q}.safetensors"
-        if done.is_file():
-            rows[name] = done
-            continue
-        started = time.time()
-        trainer = Trainer(DEMO_CODEC, q, task, folder, variant=variant, middle_dim=dim, lr=config.adapter_lr,
-                          out_dir=run_dir, **common)
-        rows[name] = trainer.fit()
-        log(f"{task} q{q} {name}: bpp {trainer.last.bpp:.3f} D {trainer.last.distortion:.4f} ({time.time() - started:.0f} s)")
-    run_dir = out / f"{task}-q{q}-full-{tag}-lr{config.full_lr}"
+def train_adapter(config: Config, task: str, q: int, variant: str, dim: int, folder: Path, work: Path,
+                  seed: int | None = None, steps: int | None = None) -> Path:
+    """One adapter run (our ``Trainer``), cached beside the base codec it starts from: runs that
+    differ in any setting land in different folders, so a cache hit is always the same run."""
+    seed = config.seed if seed is None else seed
+    steps = config.adapter_steps if steps is None else steps
+    tag = f"l{config.lmbda(task, q)}-s{steps}-lr{config.adapter_lr}" + ("" if seed == config.seed else f"-seed{seed}")
+    run_dir = codec_folder(config, work) / f"{task}-q{q}-{variant}{dim}-{tag}"
+    done = run_dir / f"{DEMO_CODEC}-{task}-q{q}.safetensors"
+    if done.is_file():
+        return done
+    started = time.time()
+    features = task_features(task, load_model(task, work / f"proxy-{task}.safetensors"))
+    trainer = Trainer(DEMO_CODEC, q, task, folder, variant=variant, middle_dim=dim, lr=config.adapter_lr, out_dir=run_dir,
+                      lmbda=config.lmbda(task, q), steps=steps, batch_size=config.adapter_batch, crop=config.size,
+                      seed=seed, features=features, progress=False, checkpoint_every=0)
+    path = trainer.fit()
+    log(f"{task} q{q} {variant}{dim} seed {seed}, {steps} steps: bpp {trainer.last.bpp:.3f} "
+        f"D {trainer.last.distortion:.4f} ({time.time() - started:.0f} s)")
+    return path
+
+
+def train_rows(config: Config, task: str, q: int, folder: Path, work: Path) -> dict[str, Path]:
+    """SFMA, naive and full fine-tuning at one rate point."""
+    rows = {"sfma": train_adapter(config, task, q, "sfma", config.middle_dim, folder, work),
+            "naive": train_adapter(config, task, q, "naive", config.naive_dim, folder, work)}
+    tag = f"l{config.lmbda(task, q)}-s{config.adapter_steps}"
+    run_dir = codec_folder(config, work) / f"{task}-q{q}-full-{tag}-lr{config.full_lr}"
     done = run_dir / f"{DEMO_CODEC}-{task}-q{q}-full.safetensors"
     if done.is_file():
         return rows | {"full": done}
     started = time.time()
-    full = FullFinetuner(DEMO_CODEC, q, task, folder, lr=config.full_lr, out_dir=run_dir, **common)
+    features = task_features(task, load_model(task, work / f"proxy-{task}.safetensors"))
+    full = FullFinetuner(DEMO_CODEC, q, task, folder, lr=config.full_lr, out_dir=run_dir, lmbda=config.lmbda(task, q),
+                         steps=config.adapter_steps, batch_size=config.adapter_batch, crop=config.size, seed=config.seed,
+                         features=features, progress=False, checkpoint_every=0)
     rows["full"] = full.fit()
     log(f"{task} q{q} full fine-tuning: bpp {full.last.bpp:.3f} D {full.last.distortion:.4f} ({time.time() - started:.0f} s)")
     return rows
@@ -203,13 +253,32 @@ def row_codec(row: str, task: str, q: int, path: Path | None) -> torch.nn.Module
 
 
 def measure(codec: torch.nn.Module, task: str, model: torch.nn.Module, test: ProxyBatch) -> dict[str, float]:
-    """Real bitstreams: bpp from the strings, the task score and PSNR of the decoded images."""
+    """Real bitstreams: bpp from the strings, the task score and PSNR of the decoded images; and
+    where the bits go (``object_bits``)."""
     coded = code(codec, test, task, model)
-    return {"bpp": coded.bpp, METRICS[task]: coded.score, "psnr": coded.psnr}
+    return {"bpp": coded.bpp, METRICS[task]: coded.score, "psnr": coded.psnr, "object_bits": object_bit_share(codec, test)}
+
+
+def object_bit_share(codec: torch.nn.Module, test: ProxyBatch) -> float:
+    """Share of the latent's bits spent on the object: each latent position's bits (the entropy
+    model's estimate, as in the bit maps) weighted by how much of its pixel block the object
+    covers. Compare with ``object_area``: a codec blind to the task spends about that share."""
+    spent = on_object = 0.0
+    with torch.no_grad():
+        for image, mask in zip(test.images, test.masks):
+            bits = bits_per_position(codec, image[None])
+            cover = F.adaptive_avg_pool2d((mask > 0).float()[None, None], bits.shape)[0, 0]
+            spent, on_object = spent + float(bits.sum()), on_object + float((bits * cover).sum())
+    return on_object / spent
+
+
+def object_area(test: ProxyBatch) -> float:
+    """Share of the held-out pixels that belong to the object."""
+    return float((test.masks > 0).float().mean())
 
 
 def bd_table(curves: dict[str, list[dict[str, float]]], metric: str) -> dict[str, dict[str, float | None]]:
-    """BD-rate (%) and BD-metric (points) of every row against the base codec."""
+    """BD-rate (%) and BD-metric (points, pchip) of every row against the base codec."""
     base = curves["base"]
     table = {}
     for name, points in curves.items():
@@ -218,8 +287,8 @@ def bd_table(curves: dict[str, list[dict[str, float]]], metric: str) -> dict[str
         ref_rate, test_rate = [p["bpp"] for p in base], [p["bpp"] for p in points]
         ref_metric, test_metric = [p[metric] for p in base], [p[metric] for p in points]
         table[name] = {
-            "bd_rate": _bd(bd_rate, (ref_rate, ref_metric, test_rate, test_metric)),
-            f"bd_{metric}": _bd(bd_metric, (ref_rate, [100 * v for v in ref_metric], test_rate, [100 * v for v in test_metric])),  # in points
+            "bd_rate": _bd(bd_rate, (ref_rate, ref_metric, test_rate, test_metric, BD_METHOD)),
+            f"bd_{metric}": _bd(bd_metric, (ref_rate, [100 * v for v in ref_metric], test_rate, [100 * v for v in test_metric], BD_METHOD)),  # in points
         }
     return table
 
@@ -277,7 +346,8 @@ def markdown(results: dict[str, Any]) -> str:
     for task, curves in results["curves"].items():
         metric = METRICS[task]
         lines += [f"**{task}** ({metric} of the proxy {task} model on {results['config']['test_images']} held-out images; "
-                  f"clean images: {results['task_models'][task]['clean']:.3f})", "",
+                  f"clean images: {results['task_models'][task]['clean']:.3f}; BD against the base row, "
+                  f"{results.get('bd_method', 'cubic')} interpolation)", "",
                   "| row | " + " | ".join(f"q{p['q']} bpp / {metric}" for p in curves["base"]) + " | BD-rate | BD-" + metric + " |",
                   "|---" * (len(curves["base"]) + 3) + "|"]
         for name, points in curves.items():
@@ -286,6 +356,13 @@ def markdown(results: dict[str, Any]) -> str:
             rate = "-" if name == "base" else (f"{bd['bd_rate']:+.1f}%" if bd.get("bd_rate") is not None else "n/a")
             gain = "-" if name == "base" else (f"{bd[f'bd_{metric}']:+.1f} pt" if bd.get(f"bd_{metric}") is not None else "n/a")
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {rate} | {gain} |")
+        lines.append("")
+    if "object_area" in results:
+        lines += [f"Share of the bits spent on the object (the objects cover {results['object_area']:.1%} of the held-out pixels):", "",
+                  "| task | row | " + " | ".join(f"q{q}" for q in QUALITIES) + " |", "|---" * (len(QUALITIES) + 2) + "|"]
+        for task, curves in results["curves"].items():
+            lines += [f"| {task} | {name} | " + " | ".join(f"{p['object_bits']:.1%}" for p in points) + " |"
+                      for name, points in curves.items() if not (task != TASKS[0] and name == "base")]
         lines.append("")
     return "\n".join(lines)
 
@@ -335,7 +412,8 @@ def run(config: Config, out: Path, ship_zoo: bool) -> dict[str, Any]:
     bases = train_base_codecs(config, train, work)
     os.environ[INDEX_ENV] = str(write_index(bases, work / "index.json"))  # our trainers load these bases
     task_record = train_task_models(config, train, test, work)
-    results: dict[str, Any] = {"config": config.__dict__, "task_models": task_record, "curves": {}, "bd": {}}
+    results: dict[str, Any] = {"config": config.__dict__, "task_models": task_record, "curves": {}, "bd": {},
+                               "bd_method": BD_METHOD, "object_area": round(object_area(test), 4)}
     with ProcessPoolExecutor(len(TASKS), mp_context=multiprocessing.get_context("fork")) as pool:  # one core per task
         done = list(pool.map(task_pipeline, [config] * len(TASKS), TASKS, [work] * len(TASKS), [out] * len(TASKS), [test] * len(TASKS)))
     rows = {}

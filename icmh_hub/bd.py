@@ -7,7 +7,8 @@ polynomial through the points, the usual choice) or ``"pchip"`` (piecewise cubic
 cannot overshoot between 4 points; what the JCT-VC / JVET sheets use).
 
 The package warns and returns NaN on bad curves; here every bad input is an IcmhError that says
-what to change, since a silent NaN or a wild cubic would end up in a table.
+what to change, since a silent NaN or a wild cubic would end up in a table: a fit that does not
+rise over the integrated interval is refused.
 """
 
 from __future__ import annotations
@@ -64,11 +65,24 @@ def _overlap(a: np.ndarray, b: np.ndarray, axis: str) -> None:
         )
 
 
-def _quiet(function, *args) -> float:
-    """Call the package with its overlap warning silenced: the overlap is checked here already."""
+def _fit(function, ref: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], method: str,
+         x_ref: np.ndarray, x_test: np.ndarray) -> float:
+    """Call the package (its overlap warning silenced: the overlap is checked here already) and
+    check that both fitted curves rise over the interval it integrates. A cubic through a curve
+    that saturates can swing far outside the points (rates of 10^30 bpp have been seen), and the
+    delta it gives is then meaningless; pchip cannot overshoot."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(function(*args, require_matching_points=False, min_overlap=0.0))
+        value, *fits = function(*ref, *test, method, require_matching_points=False, interpolators=True, min_overlap=0.0)
+    grid = np.linspace(max(x_ref.min(), x_test.min()), min(x_ref.max(), x_test.max()), 257)
+    for name, fitted in zip(("reference", "test"), fits):
+        if np.any(np.diff(fitted(grid)) < 0):
+            raise BDError(
+                f"the {method} fit through the {name} curve is not monotonic over the interval the delta integrates "
+                f"(it overshoots between the points, typically where accuracy saturates), so its result would be "
+                f"meaningless; use method='pchip', or measure points that are further apart"
+            )
+    return float(value)
 
 
 def bd_rate(
@@ -80,7 +94,7 @@ def bd_rate(
     """
     ref, test = _curve(r_ref, m_ref, "reference"), _curve(r_test, m_test, "test")
     _overlap(ref[1], test[1], "metric")
-    return _quiet(bjontegaard.bd_rate, *ref, *test, _check_method(method))
+    return _fit(bjontegaard.bd_rate, ref, test, _check_method(method), ref[1], test[1])
 
 
 def bd_metric(
@@ -90,4 +104,4 @@ def bd_metric(
     in the metric's own unit (percentage points for top-1 or mAP in %)."""
     ref, test = _curve(r_ref, m_ref, "reference"), _curve(r_test, m_test, "test")
     _overlap(np.log10(ref[0]), np.log10(test[0]), "rate")
-    return _quiet(bjontegaard.bd_psnr, *ref, *test, _check_method(method))
+    return _fit(bjontegaard.bd_psnr, ref, test, _check_method(method), np.log10(ref[0]), np.log10(test[0]))

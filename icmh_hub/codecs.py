@@ -151,7 +151,7 @@ register_codec(
 )
 
 DEMO_CODEC = "mbt2018-mean-demo"
-DEMO_N, DEMO_M = 32, 48
+DEMO_N, DEMO_M = 32, 96
 
 
 def _demo_builder(quality: int, pretrained: bool) -> nn.Module:
