@@ -196,6 +196,13 @@ def write_index(bases: dict[int, Path], index: Path, entries: list[dict[str, Any
 
 
 # -- adapters and full fine-tuning ----------------------------------------------------------------
+def training_options(config: Config, task: str, q: int, work: Path, seed: int, steps: int) -> dict[str, Any]:
+    """What every adapter and full fine-tuning run shares: the loss, the data and the budget."""
+    return {"lmbda": config.lmbda(task, q), "steps": steps, "batch_size": config.adapter_batch, "crop": config.size,
+            "seed": seed, "features": task_features(task, load_model(task, work / f"proxy-{task}.safetensors")),
+            "progress": False, "checkpoint_every": 0}
+
+
 def train_adapter(config: Config, task: str, q: int, variant: str, dim: int, folder: Path, work: Path,
                   seed: int | None = None, steps: int | None = None) -> Path:
     """One adapter run (our ``Trainer``), cached beside the base codec it starts from: runs that
@@ -208,10 +215,8 @@ def train_adapter(config: Config, task: str, q: int, variant: str, dim: int, fol
     if done.is_file():
         return done
     started = time.time()
-    features = task_features(task, load_model(task, work / f"proxy-{task}.safetensors"))
     trainer = Trainer(DEMO_CODEC, q, task, folder, variant=variant, middle_dim=dim, lr=config.adapter_lr, out_dir=run_dir,
-                      lmbda=config.lmbda(task, q), steps=steps, batch_size=config.adapter_batch, crop=config.size,
-                      seed=seed, features=features, progress=False, checkpoint_every=0)
+                      **training_options(config, task, q, work, seed, steps))
     path = trainer.fit()
     log(f"{task} q{q} {variant}{dim} seed {seed}, {steps} steps: bpp {trainer.last.bpp:.3f} "
         f"D {trainer.last.distortion:.4f} ({time.time() - started:.0f} s)")
@@ -228,10 +233,8 @@ def train_rows(config: Config, task: str, q: int, folder: Path, work: Path) -> d
     if done.is_file():
         return rows | {"full": done}
     started = time.time()
-    features = task_features(task, load_model(task, work / f"proxy-{task}.safetensors"))
-    full = FullFinetuner(DEMO_CODEC, q, task, folder, lr=config.full_lr, out_dir=run_dir, lmbda=config.lmbda(task, q),
-                         steps=config.adapter_steps, batch_size=config.adapter_batch, crop=config.size, seed=config.seed,
-                         features=features, progress=False, checkpoint_every=0)
+    full = FullFinetuner(DEMO_CODEC, q, task, folder, lr=config.full_lr, out_dir=run_dir,
+                         **training_options(config, task, q, work, config.seed, config.adapter_steps))
     rows["full"] = full.fit()
     log(f"{task} q{q} full fine-tuning: bpp {full.last.bpp:.3f} D {full.last.distortion:.4f} ({time.time() - started:.0f} s)")
     return rows

@@ -83,7 +83,7 @@ def task_runs(config: Config, task: str, work: Path, test: ProxyBatch, plan: Pla
     paths = [train_adapter(config, task, q, variant, dim, folder, work, seed=seed, steps=steps)
              for _, variant, dim, seed, steps in runs]
     model = load_model(task, work / f"proxy-{task}.safetensors")
-    base = [{"q": q, **measure(row_codec("base", task, q, None), task, model, test)} for q in QUALITIES]
+    base = [{"q": level, **measure(row_codec("base", task, level, None), task, model, test)} for level in QUALITIES]
     measured: dict[str, list[dict[str, Any]]] = {}
     for (label, variant, dim, seed, steps), path in zip(runs, paths):
         point = measure(row_codec(variant, task, q, path), task, model, test)

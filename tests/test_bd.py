@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from icmh_hub import IcmhError, bd_metric, bd_rate
