@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from icmh_hub.adapters import FFT_NORM, Adapter
+from icmh_hub.core.adapters import FFT_NORM, Adapter
 
 # (our name inside stages.0, the baseline's name)
 _RENAMES = (

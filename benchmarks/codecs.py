@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from icmh_hub import attach, build_adapters, get_codec
-from icmh_hub.attach import AdaptedCodec
+from icmh_hub.core.attach import AdaptedCodec
 
 LATENT_GAIN = 5.0
 TASK = "bench"

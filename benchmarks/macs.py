@@ -16,7 +16,7 @@ import json
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from icmh_hub.adapter_set import point_key
+from icmh_hub.core.adapter_set import point_key
 
 from .codecs import adapted_codec, parse_size, test_image
 from .common import RESULTS, arguments, finish, pin_threads, table

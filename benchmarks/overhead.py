@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from icmh_hub.rate import actual_bpp
+from icmh_hub.core.rate import actual_bpp
 
 from .codecs import TASK, adapted_codec, parse_size, test_image
 from .common import arguments, finish, interleaved, pin_threads, table

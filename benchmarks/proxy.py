@@ -33,18 +33,20 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from icmh_hub import bd_metric, bd_rate, build_adapters, get_codec
-from icmh_hub.adapter_files import load_adapters, sha256_of
-from icmh_hub.attach import attach
-from icmh_hub.codec_training import MSE_LAMBDAS, train_codec
-from icmh_hub.codecs import DEMO_CODEC, DEMO_M, DEMO_N
-from icmh_hub.demo import code, mosaic
-from icmh_hub.evaluate import bits_per_position
-from icmh_hub.model_card import write_card
-from icmh_hub.plots import plot_bit_allocation, plot_rate_accuracy
-from icmh_hub.proxy import ProxyBatch, make_proxy
-from icmh_hub.proxy_models import METRICS, load_model, task_features, task_score, train_model
-from icmh_hub.registry import INDEX_ENV
-from icmh_hub.train import FullFinetuner, Trainer
+from icmh_hub._io import sha256_of
+from icmh_hub.assemble import build_base
+from icmh_hub.codecs.demo import DEMO_CODEC, DEMO_M, DEMO_N
+from icmh_hub.core.attach import AdaptedCodec, attach
+from icmh_hub.demo.codec_training import MSE_LAMBDAS, train_codec
+from icmh_hub.demo.models import METRICS, load_model, task_features, task_score, train_model
+from icmh_hub.demo.proxy import ProxyBatch, make_proxy
+from icmh_hub.demo.run import code_batch, mosaic
+from icmh_hub.evaluation.bits import bits_per_position
+from icmh_hub.evaluation.plots import plot_bit_allocation, plot_rate_accuracy
+from icmh_hub.formats.adapter_files import load_adapters
+from icmh_hub.hub.card import write_card
+from icmh_hub.hub.index import INDEX_ENV
+from icmh_hub.training.trainer import FullFinetuner, Trainer, TrainOptions
 
 QUALITIES = (1, 2, 3, 4)
 # demo q1..q4 = CompressAI's MSE lambdas of its q1, q3, q5, q7: four times apart, so that the
@@ -196,11 +198,15 @@ def write_index(bases: dict[int, Path], index: Path, entries: list[dict[str, Any
 
 
 # -- adapters and full fine-tuning ----------------------------------------------------------------
-def training_options(config: Config, task: str, q: int, work: Path, seed: int, steps: int) -> dict[str, Any]:
+def training_options(config: Config, task: str, q: int, seed: int, steps: int, lr: float, out_dir: Path) -> TrainOptions:
     """What every adapter and full fine-tuning run shares: the loss, the data and the budget."""
-    return {"lmbda": config.lmbda(task, q), "steps": steps, "batch_size": config.adapter_batch, "crop": config.size,
-            "seed": seed, "features": task_features(task, load_model(task, work / f"proxy-{task}.safetensors")),
-            "progress": False, "checkpoint_every": 0}
+    return TrainOptions(lmbda=config.lmbda(task, q), steps=steps, batch_size=config.adapter_batch, crop=config.size,
+                        seed=seed, lr=lr, out_dir=out_dir, progress=False, checkpoint_every=0)
+
+
+def proxy_features(task: str, work: Path):
+    """The training distortion's features: the proxy task model's four stages."""
+    return task_features(task, load_model(task, work / f"proxy-{task}.safetensors"))
 
 
 def train_adapter(config: Config, task: str, q: int, variant: str, dim: int, folder: Path, work: Path,
@@ -215,8 +221,8 @@ def train_adapter(config: Config, task: str, q: int, variant: str, dim: int, fol
     if done.is_file():
         return done
     started = time.time()
-    trainer = Trainer(DEMO_CODEC, q, task, folder, variant=variant, middle_dim=dim, lr=config.adapter_lr, out_dir=run_dir,
-                      **training_options(config, task, q, work, seed, steps))
+    options = training_options(config, task, q, seed, steps, config.adapter_lr, run_dir)
+    trainer = Trainer(DEMO_CODEC, q, task, folder, options=options, variant=variant, middle_dim=dim, features=proxy_features(task, work))
     path = trainer.fit()
     log(f"{task} q{q} {variant}{dim} seed {seed}, {steps} steps: bpp {trainer.last.bpp:.3f} "
         f"D {trainer.last.distortion:.4f} ({time.time() - started:.0f} s)")
@@ -233,36 +239,31 @@ def train_rows(config: Config, task: str, q: int, folder: Path, work: Path) -> d
     if done.is_file():
         return rows | {"full": done}
     started = time.time()
-    full = FullFinetuner(DEMO_CODEC, q, task, folder, lr=config.full_lr, out_dir=run_dir,
-                         **training_options(config, task, q, work, config.seed, config.adapter_steps))
+    options = training_options(config, task, q, config.seed, config.adapter_steps, config.full_lr, run_dir)
+    full = FullFinetuner(DEMO_CODEC, q, task, folder, options=options, features=proxy_features(task, work))
     rows["full"] = full.fit()
     log(f"{task} q{q} full fine-tuning: bpp {full.last.bpp:.3f} D {full.last.distortion:.4f} ({time.time() - started:.0f} s)")
     return rows
 
 
-def row_codec(row: str, task: str, q: int, path: Path | None) -> torch.nn.Module:
+def row_codec(row: str, task: str, q: int, path: Path | None) -> AdaptedCodec:
     """The codec a result row is measured with, ready for compress()."""
-    spec = get_codec(DEMO_CODEC)
-    base = spec.build(q, pretrained=True)
-    if row == "base":
-        codec = base
-    elif row == "full":
+    base = build_base(DEMO_CODEC, q)
+    if row == "full":
         base.load_state_dict(load_file(str(path)))
-        codec = base
-    else:
-        codec = attach(base, DEMO_CODEC, {task: load_adapters(path)}, quality=q)
-    codec.update(force=True)
-    return codec.eval()
+        base.update(force=True)
+    adapters = {task: load_adapters(path)} if row not in ("base", "full") else {}
+    return attach(base, DEMO_CODEC, adapters, quality=q).eval()
 
 
-def measure(codec: torch.nn.Module, task: str, model: torch.nn.Module, test: ProxyBatch) -> dict[str, float]:
+def measure(codec: AdaptedCodec, task: str, model: torch.nn.Module, test: ProxyBatch) -> dict[str, float]:
     """Real bitstreams: bpp from the strings, the task score and PSNR of the decoded images; and
     where the bits go (``object_bits``)."""
-    coded = code(codec, test, task, model)
+    coded = code_batch(codec, test, task, model)
     return {"bpp": coded.bpp, METRICS[task]: coded.score, "psnr": coded.psnr, "object_bits": object_bit_share(codec, test)}
 
 
-def object_bit_share(codec: torch.nn.Module, test: ProxyBatch) -> float:
+def object_bit_share(codec: AdaptedCodec, test: ProxyBatch) -> float:
     """Share of the latent's bits spent on the object: each latent position's bits (the entropy
     model's estimate, as in the bit maps) weighted by how much of its pixel block the object
     covers. Compare with ``object_area``: a codec blind to the task spends about that share."""

@@ -36,10 +36,10 @@ import torch
 from benchmarks.proxy import (QUALITIES, ROOT, TASKS, Config, codec_folder, log, measure, row_codec,
                               train_adapter, train_task_models, write_folder)
 from icmh_hub import build_adapters
-from icmh_hub.codecs import DEMO_CODEC
-from icmh_hub.proxy import ProxyBatch, make_proxy
-from icmh_hub.proxy_models import METRICS, load_model
-from icmh_hub.registry import INDEX_ENV
+from icmh_hub.codecs.demo import DEMO_CODEC
+from icmh_hub.demo.proxy import ProxyBatch, make_proxy
+from icmh_hub.demo.models import METRICS, load_model
+from icmh_hub.hub.index import INDEX_ENV
 
 Q = 1  # the low-rate point: on 64x64 images the adapted accuracies stay inside the base curve's range there
 SEEDS = (0, 1, 2)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from icmh_hub.adapters import Adapter
+from icmh_hub.core.adapters import Adapter
 
 from .baseline_sfma import BaselineSFMA
 from .common import arguments, finish, interleaved, pin_threads, table

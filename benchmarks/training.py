@@ -26,8 +26,8 @@ import time
 
 import torch
 
-from icmh_hub.adapters import set_checkpointing
-from icmh_hub.rate import estimated_bpp
+from icmh_hub.core.adapters import set_checkpointing
+from icmh_hub.core.rate import estimated_bpp
 
 from .codecs import TASK, adapted_codec
 from .common import arguments, finish, pin_threads, table

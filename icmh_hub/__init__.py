@@ -1,77 +1,77 @@
 """icmh-hub: task adapters (SFMA) that turn one frozen human-vision image codec into a codec for
-machines as well, attached at runtime and removable bit for bit."""
+machines as well, attached at runtime and removable bit for bit.
+
+The public names below are imported on first use (PEP 562), so ``import icmh_hub`` (and the
+CLI's light commands) start without torch; the built-in codec families are declared at once.
+The package's layers and their import rule: README, "How the code is laid out".
+"""
 
 from __future__ import annotations
 
-from .adapter_files import load_adapters, read_metadata, save_adapters
-from .adapter_set import AdapterSet, build_adapters
-from .adapters import VARIANTS, Adapter, count_parameters
-from .attach import AdaptedCodec, attach, detach
-from .bd import bd_metric, bd_rate
-from .codec_io import decode, encode
-from .codecs import CodecSpec, get_codec, list_codecs, register_codec
-from .convert import convert_reference
-from .errors import (
-    AdapterFileError,
-    AdapterMismatchError,
-    AttachError,
-    BitstreamError,
-    DownloadError,
-    IcmhError,
-    ImageFileError,
-    IntegrityError,
-    RegistryError,
-    UnknownNameError,
-)
-from .loading import load
-from .recipes import Recipe, get_recipe
-from .registry import Entry, find_by_sha256, list_entries, resolve
-from .task_models import TaskFeatures, build_classifier, build_detector
-from .train import FullFinetuner, Trainer
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from . import codecs as _codecs  # noqa: F401  (declares the built-in codecs; imports no torch)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AdaptedCodec",
-    "Adapter",
-    "AdapterFileError",
-    "AdapterMismatchError",
-    "AdapterSet",
-    "attach",
-    "AttachError",
-    "bd_metric",
-    "bd_rate",
-    "BitstreamError",
-    "build_adapters",
-    "build_classifier",
-    "build_detector",
-    "CodecSpec",
-    "convert_reference",
-    "count_parameters",
-    "decode",
-    "detach",
-    "DownloadError",
-    "encode",
-    "Entry",
-    "find_by_sha256",
-    "FullFinetuner",
-    "get_codec",
-    "get_recipe",
-    "IcmhError",
-    "ImageFileError",
-    "IntegrityError",
-    "list_codecs",
-    "list_entries",
-    "load",
-    "load_adapters",
-    "read_metadata",
-    "Recipe",
-    "register_codec",
-    "RegistryError",
-    "resolve",
-    "save_adapters",
-    "TaskFeatures",
-    "Trainer",
+# public name -> module that defines it
+_EXPORTS = {
+    "AdaptedCodec": "core.attach", "attach": "core.attach", "detach": "core.attach",
+    "Adapter": "core.adapters", "count_parameters": "core.adapters",
+    "VARIANTS": "core.variants",
+    "AdapterSet": "core.adapter_set", "build_adapters": "core.adapter_set",
+    "CodecSpec": "core.spec", "get_codec": "core.spec", "list_codecs": "core.spec", "register_codec": "core.spec",
+    "TaskFeatures": "core.recognition", "build_classifier": "core.recognition", "build_detector": "core.recognition",
+    "load_adapters": "formats.adapter_files", "read_metadata": "formats.adapter_files", "save_adapters": "formats.adapter_files",
+    "convert_reference": "formats.reference",
+    "Entry": "hub.index", "find_by_sha256": "hub.index", "list_entries": "hub.index", "resolve": "hub.index",
+    "load": "assemble", "build_base": "assemble",
+    "encode": "coding", "decode": "coding",
+    "Recipe": "training.recipes", "get_recipe": "training.recipes",
+    "FullFinetuner": "training.trainer", "Trainer": "training.trainer", "TrainOptions": "training.trainer",
+    "bd_metric": "evaluation.bd", "bd_rate": "evaluation.bd",
+}
+_ERRORS = (
+    "AdapterFileError", "AdapterMismatchError", "AttachError", "BDError", "BitstreamError", "CheckpointError",
+    "DataError", "DownloadError", "IcmhError", "ImageFileError", "IntegrityError", "InvalidArgumentError",
+    "MissingDependencyError", "MissingFileError", "OutputExistsError", "RegistryError", "TrainingError",
     "UnknownNameError",
-    "VARIANTS",
-]
+)
+_EXPORTS |= {name: "errors" for name in _ERRORS}
+
+__all__ = sorted(_EXPORTS, key=str.lower)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'icmh_hub' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .assemble import build_base, load
+    from .coding import decode, encode
+    from .core.adapter_set import AdapterSet, build_adapters
+    from .core.adapters import Adapter, count_parameters
+    from .core.attach import AdaptedCodec, attach, detach
+    from .core.recognition import TaskFeatures, build_classifier, build_detector
+    from .core.spec import CodecSpec, get_codec, list_codecs, register_codec
+    from .core.variants import VARIANTS
+    from .errors import (
+        AdapterFileError, AdapterMismatchError, AttachError, BDError, BitstreamError, CheckpointError, DataError,
+        DownloadError, IcmhError, ImageFileError, IntegrityError, InvalidArgumentError, MissingDependencyError,
+        MissingFileError, OutputExistsError, RegistryError, TrainingError, UnknownNameError,
+    )
+    from .evaluation.bd import bd_metric, bd_rate
+    from .formats.adapter_files import load_adapters, read_metadata, save_adapters
+    from .formats.reference import convert_reference
+    from .hub.index import Entry, find_by_sha256, list_entries, resolve
+    from .training.recipes import Recipe, get_recipe
+    from .training.trainer import FullFinetuner, Trainer, TrainOptions

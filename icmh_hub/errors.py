@@ -1,7 +1,10 @@
-"""Exceptions of icmh-hub.
+"""Every exception icmh-hub raises on purpose.
 
-Every error a user can cause is one of these, with a message that says what went wrong and
-what to do about it. The CLI prints the message on one line and exits with status 1.
+Each says what went wrong and what to do about it; the CLI prints it on one line and exits with
+status 1. Each also inherits the builtin exception a Python user would catch for that kind of
+problem (``ValueError`` for a bad value, ``FileNotFoundError`` for a missing file, ``OSError``
+for a failed download, ...), as huggingface_hub's errors do, so ``except ValueError`` keeps
+working around our calls.
 """
 
 from __future__ import annotations
@@ -15,42 +18,74 @@ class IcmhError(Exception):
 
 
 class UnknownNameError(IcmhError, KeyError):
-    """An unknown codec, task, quality or entry name."""
+    """An unknown codec, task, quality, variant or entry name."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
 
 
-class AdapterFileError(IcmhError):
+class InvalidArgumentError(IcmhError, ValueError):
+    """A value given to a function or a flag that is out of range or does not fit the others."""
+
+
+class MissingFileError(IcmhError, FileNotFoundError):
+    """A file or folder the user named does not exist."""
+
+
+class OutputExistsError(IcmhError, FileExistsError):
+    """An output that exists already (or is one of the inputs) and was not asked to be replaced."""
+
+
+class MissingDependencyError(IcmhError, ImportError):
+    """An optional package (detectron2, ...) that a requested feature needs is not installed."""
+
+
+class AdapterFileError(IcmhError, ValueError):
     """An adapter file that cannot be read: not safetensors, truncated, wrong format."""
 
 
-class AdapterMismatchError(IcmhError):
+class AdapterMismatchError(IcmhError, ValueError):
     """Adapters that do not fit the codec they are attached to."""
 
 
-class AttachError(IcmhError):
+class AttachError(IcmhError, RuntimeError):
     """Attaching, switching or detaching adapters was asked for in a state that forbids it."""
 
 
-class RegistryError(IcmhError):
+class RegistryError(IcmhError, ValueError):
     """A registry index or entry that cannot be used as asked (bad index file, recipe-only entry)."""
 
 
-class DownloadError(IcmhError):
+class DownloadError(IcmhError, OSError):
     """A file that could not be fetched: no network and not cached, missing on the Hub, ..."""
 
 
-class IntegrityError(IcmhError):
+class IntegrityError(IcmhError, OSError):
     """A downloaded or cached file whose sha256 (or size) is not the pinned one; it was removed."""
 
 
-class BitstreamError(IcmhError):
+class CheckpointError(IcmhError, ValueError):
+    """A weights or checkpoint file that cannot be read, or that does not fit its model."""
+
+
+class BitstreamError(IcmhError, ValueError):
     """A .icmh bitstream that cannot be decoded: damaged, truncated, unknown, or mismatched."""
 
 
-class ImageFileError(IcmhError):
+class ImageFileError(IcmhError, ValueError):
     """An input that is not a readable image, or an image mode icmh-hub cannot code."""
+
+
+class DataError(IcmhError, ValueError):
+    """Training or evaluation data that cannot be used (empty folder, bad annotations, ...)."""
+
+
+class TrainingError(IcmhError, RuntimeError):
+    """A training run that cannot go on (the loss became NaN, a checkpoint of another run, ...)."""
+
+
+class BDError(IcmhError, ValueError):
+    """Curves that a Bjontegaard delta cannot be computed from."""
 
 
 def unknown_name(kind: str, name: object, known: Iterable[object], hint: str = "") -> UnknownNameError:

@@ -7,6 +7,8 @@ import copy
 import pytest
 import torch
 
+import icmh_hub._compressai  # noqa: F401  CompressAI imported once, as icmh-hub imports it (no jit warning)
+
 
 def pytest_configure(config):
     """One intra-op thread for the whole suite: the test machines have 2 shared cores, and the

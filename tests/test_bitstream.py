@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from icmh_hub import BitstreamError, IcmhError, load, save_adapters
-from icmh_hub.adapter_files import load_adapters
-from icmh_hub.adapter_set import build_adapters
-from icmh_hub.bitstream import FORMAT_VERSION, MAGIC, Header, pack, read_header, unpack
-from icmh_hub.codec_io import Decoder, Encoder, decode, encode
-from icmh_hub.images import ImageInfo, read_image
+from icmh_hub.formats.adapter_files import load_adapters
+from icmh_hub.core.adapter_set import build_adapters
+from icmh_hub.formats.bitstream import FORMAT_VERSION, MAGIC, Header, pack, read_header, unpack
+from icmh_hub.coding import Decoder, Encoder, decode, encode
+from icmh_hub.formats.images import ImageInfo, read_image
 
 from .conftest import make_image, spread_latents
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from icmh_hub.bitstream import read_header
+from icmh_hub.formats.bitstream import read_header
 from icmh_hub.cli import main
 
 FAST = ["--codec", "mbt2018-mean", "--q", "1", "--no-pretrained"]

@@ -7,11 +7,11 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-import icmh_hub.adapters
+import icmh_hub.core.adapters
 from icmh_hub import IcmhError, UnknownNameError, attach, detach, load_adapters, read_metadata
 from icmh_hub.cli import main
-from icmh_hub.convert import CONVERTER_VERSION, CONVERTERS, convert_reference
-from icmh_hub.tic import read_checkpoint, tic_from_state_dict
+from icmh_hub.formats.reference import CONVERTER_VERSION, convert_reference, read_checkpoint, tic_from_state_dict
+from icmh_hub.hub.fetch import CONVERTERS
 
 from .tic_reference import CHECKPOINT, TOLERANCE, VECTORS, needs_reference, reconstruct_like_reference
 
@@ -43,9 +43,9 @@ def test_one_adapter_reproduces_reference_sfma(converted, vectors):
 
 def test_fft_norm_is_the_references(converted, vectors, monkeypatch):
     """The reference FMA uses norm='backward' (as our FFT_NORM); another norm would not match."""
-    assert icmh_hub.adapters.FFT_NORM == "backward"
+    assert icmh_hub.core.adapters.FFT_NORM == "backward"
     adapter = load_adapters(converted).adapters["encoder_1"]
-    monkeypatch.setattr(icmh_hub.adapters, "FFT_NORM", "ortho")
+    monkeypatch.setattr(icmh_hub.core.adapters, "FFT_NORM", "ortho")
     with torch.no_grad():
         out = adapter(vectors["sfma_in"])
     assert (out - vectors["encoder_sfmas_0_out"]).abs().max().item() > 1e-3
@@ -77,7 +77,7 @@ def test_file_metadata(converted):
     assert info["converter"] == "tic-reference" and info["converter_version"] == CONVERTER_VERSION
     assert len(info["source_sha256"]) == 64
     assert load_adapters(converted).num_parameters() == 287_232
-    assert CONVERTERS["tic-reference"] is convert_reference
+    assert CONVERTERS["tic-reference"]() is convert_reference
 
 
 def test_module_prefixes_and_bare_state_dicts(tmp_path, converted, reference_state):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from icmh_hub.data import ImageFolder, StepBatches, find_images, random_crop_flip, step_loader
+from icmh_hub.training.data import ImageFolder, StepBatches, find_images, random_crop_flip, step_loader
 from icmh_hub.errors import IcmhError
 
 

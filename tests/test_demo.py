@@ -11,13 +11,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from icmh_hub import Trainer, get_codec, list_entries, load
-from icmh_hub.adapter_files import sha256_of
+from icmh_hub import Trainer, build_base, get_codec, list_entries, load
+from icmh_hub._io import sha256_of
 from icmh_hub.cli import main
-from icmh_hub.codecs import DEMO_CODEC
+from icmh_hub.codecs.demo import DEMO_CODEC
 from icmh_hub.errors import IcmhError
-from icmh_hub.proxy import make_proxy
-from icmh_hub.proxy_models import build_model, load_model, task_features, task_score, train_model
+from icmh_hub.demo.proxy import make_proxy
+from icmh_hub.demo.models import build_model, load_model, task_features, task_score, train_model
 
 from .test_train import images  # noqa: F401  (the small image-folder fixture)
 
@@ -78,8 +78,7 @@ def test_demo_codec_loads_offline_with_two_tasks(monkeypatch):
     with torch.no_grad():
         human = codec.set_task(None).compress(x)["strings"]
         machine = codec.set_task("cls").compress(x)["strings"]
-        base = get_codec(DEMO_CODEC).build(1, pretrained=True)
-        base.update(force=True)
+        base = build_base(DEMO_CODEC, 1)
         assert base.compress(x)["strings"] == human != machine
 
 

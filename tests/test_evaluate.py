@@ -10,9 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from icmh_hub import IcmhError, get_codec
-from icmh_hub import evaluate as ev
-from icmh_hub.rate import estimated_bits
+from icmh_hub import IcmhError, attach, get_codec
+from icmh_hub.assemble import build_codec
+from icmh_hub.coding import code
+from icmh_hub.core.padding import pad
+from icmh_hub.core.rate import estimated_bits
+from icmh_hub.evaluation import sweep as sweep_module
+from icmh_hub.evaluation.bits import bits_per_position
+from icmh_hub.evaluation.classification import ClassificationData
+from icmh_hub.evaluation.coco import coco_evaluate, detections_to_coco, load_coco
+from icmh_hub.evaluation.metrics import ms_ssim, psnr, top1_correct
+from icmh_hub.evaluation.protocol import resized_shape
+from icmh_hub.evaluation.run import card_results, evaluate
 from tests.conftest import build_pair, make_image, spread_latents
 
 
@@ -59,30 +68,32 @@ def make_coco(root: Path) -> Path:
 # -- metric code, known answers ----------------------------------------------------------------
 def test_top1_from_known_logits():
     logits = torch.tensor([[0.1, 2.0, 0.3], [5.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 3.0, 2.0]])
-    assert ev.top1_correct(logits, torch.tensor([1, 0, 0, 2])) == 2
+    assert top1_correct(logits, torch.tensor([1, 0, 0, 2])) == 2
 
 
 def test_psnr_and_ms_ssim_known_values():
     x = torch.full((1, 3, 32, 32), 0.5)
-    assert ev.psnr(x, x + 0.1) == pytest.approx(20.0, abs=1e-4)  # mse 0.01 -> 20 dB
-    assert ev.psnr(x, x) == math.inf
-    assert ev.ms_ssim(x, x) is None  # too small for 5 scales: not made up
+    assert psnr(x, x + 0.1) == pytest.approx(20.0, abs=1e-4)  # mse 0.01 -> 20 dB
+    assert psnr(x, x) == math.inf
+    assert ms_ssim(x, x) is None  # too small for 5 scales: not made up
     big = make_image(176, 176)
-    assert ev.ms_ssim(big, big) == pytest.approx(1.0, abs=1e-5)
-    assert ev.ms_ssim(big, (big + 0.2 * torch.rand_like(big)).clamp(0, 1)) < 0.99
+    assert ms_ssim(big, big) == pytest.approx(1.0, abs=1e-5)
+    assert ms_ssim(big, (big + 0.2 * torch.rand_like(big)).clamp(0, 1)) < 0.99
 
 
 def test_resized_shape_follows_the_coco_rule():
-    assert ev.resized_shape(480, 640, 800, 1333) == (800, 1067)
-    assert ev.resized_shape(100, 1000, 800, 1333) == (133, 1333)  # long side capped
-    assert ev.resized_shape(96, 120, 96, 160) == (96, 120)
+    assert resized_shape(480, 640, 800, 1333) == (800, 1067)
+    assert resized_shape(100, 1000, 800, 1333) == (133, 1333)  # long side capped
+    assert resized_shape(96, 120, 96, 160) == (96, 120)
 
 
-def test_pad_to_multiple():
+def test_evaluation_pads_as_compress_does():
+    """One padding policy: the edge pixels repeated, the bits evaluation counts are the file's."""
     x = torch.rand(1, 3, 70, 130)
-    padded = ev.pad_to_multiple(x, 64)
+    padded = pad(x, 64)
     assert padded.shape[-2:] == (128, 192)
-    assert torch.equal(padded[..., :70, :130], x) and padded[..., 70:, :].abs().sum() == 0
+    assert torch.equal(padded[..., :70, :130], x)
+    assert torch.equal(padded[..., 70:, :130], x[..., 69:70, :].expand(-1, -1, 58, -1))
 
 
 # -- coding ------------------------------------------------------------------------------------
@@ -91,22 +102,27 @@ def test_code_image_crops_back_and_rates_agree():
     model = get_codec("mbt2018-mean").build(1)
     spread_latents(model, gain=3.0)  # latents over several bins, inside the CDF tables' range
     model.update(force=True)
+    codec = attach(model, "mbt2018-mean", {}, quality=1)
     x = make_image(70, 90)
-    coded = ev.code_image(model, x, pad_multiple=64)
+    coded = code(codec, x)
     assert coded.x_hat.shape == x.shape
-    # the estimate and the real bitstream agree within a few percent once the CDFs are updated
-    assert coded.bpp_actual == pytest.approx(coded.bpp_est, rel=0.05)
+    # the estimate and the real bitstream agree within a few percent once the CDFs are updated; the
+    # coder codes each latent with the next scale of its table (up to 13% larger), which random
+    # weights' badly calibrated scales feel: -6% here with edge padding (+0.8% with zero padding)
+    assert coded.bpp == pytest.approx(coded.bpp_est, rel=0.1)
     with torch.no_grad():
-        expected = float(estimated_bits(model(ev.pad_to_multiple(x, 64))["likelihoods"]).sum()) / (70 * 90)
+        expected = float(estimated_bits(model(pad(x, 64))["likelihoods"]).sum()) / (70 * 90)
+        strings = model.compress(pad(x, 64))["strings"]
     assert coded.bpp_est == pytest.approx(expected)
-    fast = ev.code_image(model, x, pad_multiple=64, bitstream=False)
-    assert fast.bpp_actual is None and fast.bpp_est == pytest.approx(coded.bpp_est)
+    assert coded.strings == strings and coded.bits == [8 * sum(len(s[0]) for s in strings)]  # the bytes compress writes
+    fast = code(codec, x, bitstream=False)
+    assert fast.bits is None and fast.bpp_est == pytest.approx(coded.bpp_est)
 
 
 def test_bits_per_position_adds_up_to_the_rate_of_y():
     model, _ = build_pair("mbt2018-mean", 1)
     x = make_image(64, 128)
-    bits = ev.bits_per_position(model, x)
+    bits = bits_per_position(attach(model, "mbt2018-mean", {}, quality=1), x)
     assert bits.shape == (4, 8)
     with torch.no_grad():
         y_bits = -torch.log2(model(x)["likelihoods"]["y"]).sum()
@@ -130,58 +146,58 @@ def _perfect_outputs(coco, image_id: int, scale: float = 1.0) -> dict[str, torch
 
 
 def test_coco_ap_is_100_for_perfect_detections(tmp_path):
-    coco = ev.load_coco(make_coco(tmp_path))
+    coco = load_coco(make_coco(tmp_path))
     ids = sorted(coco.getImgIds())
     detections = []
     for image_id in ids:
         info = coco.loadImgs(image_id)[0]
         hw = (info["height"], info["width"])
-        detections += ev.detections_to_coco(_perfect_outputs(coco, image_id), image_id, hw, hw)
+        detections += detections_to_coco(_perfect_outputs(coco, image_id), image_id, hw, hw)
     for iou_type in ("bbox", "segm"):
-        assert ev.coco_evaluate(coco, detections, iou_type, ids) == pytest.approx({"AP": 100.0, "AP50": 100.0, "AP75": 100.0})
+        assert coco_evaluate(coco, detections, iou_type, ids) == pytest.approx({"AP": 100.0, "AP50": 100.0, "AP75": 100.0})
     # a wrong class everywhere: AP drops to 0
     wrong = [dict(d, category_id=4 - d["category_id"]) for d in detections]
-    assert ev.coco_evaluate(coco, wrong, "bbox", ids)["AP50"] == 0.0
-    assert ev.coco_evaluate(coco, [], "bbox", ids) == {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
+    assert coco_evaluate(coco, wrong, "bbox", ids)["AP50"] == 0.0
+    assert coco_evaluate(coco, [], "bbox", ids) == {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
 
 
 def test_detections_are_mapped_back_to_the_original_image(tmp_path):
-    coco = ev.load_coco(make_coco(tmp_path))
+    coco = load_coco(make_coco(tmp_path))
     info = coco.loadImgs(1)[0]
     hw = (info["height"], info["width"])
-    detections = ev.detections_to_coco(_perfect_outputs(coco, 1, scale=2.0), 1, hw, (2 * hw[0], 2 * hw[1]))
+    detections = detections_to_coco(_perfect_outputs(coco, 1, scale=2.0), 1, hw, (2 * hw[0], 2 * hw[1]))
     assert detections[0]["bbox"] == pytest.approx(coco.loadAnns(coco.getAnnIds(imgIds=[1]))[0]["bbox"])
-    assert ev.coco_evaluate(coco, detections, "segm", [1])["AP50"] == pytest.approx(100.0)
+    assert coco_evaluate(coco, detections, "segm", [1])["AP50"] == pytest.approx(100.0)
     json.dumps(detections)  # JSON-ready (RLE counts as str)
 
 
 def test_coco_errors(tmp_path):
     with pytest.raises(IcmhError, match="do not exist"):
-        ev.load_coco(tmp_path / "missing.json")
+        load_coco(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(IcmhError, match="cannot read"):
-        ev.load_coco(tmp_path / "bad.json")
-    coco = ev.load_coco(make_coco(tmp_path))
+        load_coco(tmp_path / "bad.json")
+    coco = load_coco(make_coco(tmp_path))
     with pytest.raises(IcmhError, match="no \\(non-crowd\\) annotations"):
-        ev.coco_evaluate(coco, [], "bbox", [999])
+        coco_evaluate(coco, [], "bbox", [999])
 
 
 # -- whole runs (random codec and task models) -------------------------------------------------
 @pytest.fixture(scope="module")
 def random_codec():
-    codec = ev.build_eval_codec("mbt2018-mean", 1, "cls", pretrained=False)
+    codec = build_codec("mbt2018-mean", 1, "cls", pretrained=False)
     spread_latents(codec.base, gain=3.0)  # so that the rate depends on the image and the adapters
     codec.update(force=True)
     return codec
 
 
 def test_classification_run(tmp_path, random_codec):
-    from icmh_hub.task_models import build_classifier
+    from icmh_hub.core.recognition import build_classifier
 
     data = make_class_folder(tmp_path / "cls")
     classifier = build_classifier(None)
-    adapted = ev.evaluate(random_codec, "cls", data, classifier, size=64, progress=False)
-    human = ev.evaluate(random_codec, "cls", data, classifier, human=True, size=64, progress=False)
+    adapted = evaluate(random_codec, "cls", data, classifier, size=64, progress=False)
+    human = evaluate(random_codec, "cls", data, classifier, human=True, size=64, progress=False)
     assert adapted["images"] == 4 and adapted["mode"] == "adapted" and human["mode"] == "human"
     assert adapted["dataset"] == "cls" and adapted["protocol"] == "64"  # resize and crop 64
     for result in (adapted, human):
@@ -192,35 +208,37 @@ def test_classification_run(tmp_path, random_codec):
     assert adapted["metrics"]["bpp_est"] != human["metrics"]["bpp_est"]  # the adapters do act
     assert random_codec.task == "cls"  # the human run left the codec as it was
     json.dumps(adapted)
-    results = ev.card_results(adapted)
+    results = card_results(adapted)
     assert {r["metric"] for r in results} == {"top1", "bpp_est", "bpp_actual", "psnr"}
     assert all(r["images"] == 4 and r["source"] == "measured" for r in results)
-    limited = ev.evaluate(random_codec, "cls", data, classifier, size=64, limit=2, protocol="256/224", progress=False)
+    limited = evaluate(random_codec, "cls", data, classifier, size=64, limit=2, protocol="256/224", progress=False)
     assert limited["images"] == 2 and limited["protocol"] == "64/56"
 
 
 def test_classification_data_errors(tmp_path, random_codec):
     with pytest.raises(IcmhError, match="not a folder"):
-        ev.evaluate_classification(random_codec, torch.nn.Identity(), tmp_path / "nope")
+        ClassificationData(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(IcmhError, match="class folders"):
-        ev.evaluate_classification(random_codec, torch.nn.Identity(), tmp_path / "empty")
+        ClassificationData(tmp_path / "empty")
     with pytest.raises(IcmhError, match="at least 1"):
-        ev.evaluate(random_codec, "cls", tmp_path, torch.nn.Identity(), limit=0)
+        evaluate(random_codec, "cls", tmp_path, torch.nn.Identity(), limit=0)
     with pytest.raises(IcmhError, match="protocol"):
-        ev.evaluate_classification(random_codec, torch.nn.Identity(), tmp_path, protocol="224")
+        evaluate(random_codec, "cls", tmp_path, torch.nn.Identity(), protocol="224")
+    with pytest.raises(IcmhError, match="--size must be a positive"):
+        evaluate(random_codec, "cls", tmp_path, torch.nn.Identity(), size=0)
 
 
 def test_segmentation_run(tmp_path):
-    from icmh_hub.task_models import build_detector
+    from icmh_hub.core.recognition import build_detector
 
     annotations = make_coco(tmp_path)
-    codec = ev.build_eval_codec("mbt2018-mean", 1, "seg", pretrained=False)
+    codec = build_codec("mbt2018-mean", 1, "seg", pretrained=False)
     detector = build_detector("seg", None)
     # a random detector keeps 100 boxes per image: fewer proposals and boxes keep the test quick
     detector.rpn._post_nms_top_n["testing"] = 100
     detector.roi_heads.detections_per_img = 20
-    result = ev.evaluate(codec, "seg", annotations, detector, images=tmp_path / "images", size=96, progress=False)
+    result = evaluate(codec, "seg", annotations, detector, images=tmp_path / "images", size=96, progress=False)
     metrics = result["metrics"]
     assert result["images"] == 2 and result["protocol"] == "short side 96"
     for key in ("bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75"):
@@ -232,9 +250,9 @@ def test_segmentation_run(tmp_path):
 
 def test_missing_image_in_coco(tmp_path):
     annotations = make_coco(tmp_path)
-    codec = ev.build_eval_codec("mbt2018-mean", 1, "det", pretrained=False)
+    codec = build_codec("mbt2018-mean", 1, "det", pretrained=False)
     with pytest.raises(IcmhError, match="--images"):
-        ev.evaluate(codec, "det", annotations, torch.nn.Identity(), images=tmp_path / "elsewhere", size=96, progress=False)
+        evaluate(codec, "det", annotations, torch.nn.Identity(), images=tmp_path / "elsewhere", size=96, progress=False)
 
 
 def test_sweep_curves_and_bd(monkeypatch, tmp_path):
@@ -247,12 +265,12 @@ def test_sweep_curves_and_bd(monkeypatch, tmp_path):
         rate = 0.1 * 2**q * (1.0 if human else 0.5)  # adapted: half the bits at the same accuracy
         return {"images": 3, "date": "2024-01-01", "metrics": {"bpp_est": rate, "top1": 40.0 + 5 * q}}
 
-    monkeypatch.setattr(ev, "evaluate", fake_evaluate)
-    out = ev.sweep("mbt2018-mean", "cls", [1, 2, 3, 4], tmp_path, None, pretrained=False)
+    monkeypatch.setattr(sweep_module, "evaluate", fake_evaluate)
+    out = sweep_module.sweep("mbt2018-mean", "cls", [1, 2, 3, 4], tmp_path, None, pretrained=False)
     assert sorted(calls) == [(q, h) for q in (1, 2, 3, 4) for h in (False, True)]
     assert [p["q"] for p in out["base"]] == [1, 2, 3, 4]
     assert out["bd_rate"] == pytest.approx(-50.0, abs=1e-6) and out["bd_metric"] > 0
-    short = ev.sweep("mbt2018-mean", "cls", [1, 2], tmp_path, None, pretrained=False)
+    short = sweep_module.sweep("mbt2018-mean", "cls", [1, 2], tmp_path, None, pretrained=False)
     assert "at least 4" in short["bd_error"] and "bd_rate" not in short
 
 
@@ -261,6 +279,6 @@ def test_adapter_file_for_the_wrong_task(tmp_path):
 
     path = save_adapters(build_adapters("mbt2018-mean", 1, task="det"), tmp_path / "det.safetensors", task="det")
     with pytest.raises(IcmhError, match="--task det"):
-        ev.build_eval_codec("mbt2018-mean", 1, "cls", adapter=path, pretrained=False)
-    codec = ev.build_eval_codec("mbt2018-mean", 1, "det", adapter=path, pretrained=False)
+        build_codec("mbt2018-mean", 1, "cls", adapter=path, pretrained=False)
+    codec = build_codec("mbt2018-mean", 1, "det", adapter=path, pretrained=False)
     assert codec.tasks == ["det"] and get_codec(codec.codec).pad_multiple == 64

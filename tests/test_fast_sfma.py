@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmarks.baseline_sfma import BaselineSFMA
-from icmh_hub.adapters import VARIANTS, Adapter, _DepthwiseConv
+from icmh_hub.core.adapters import VARIANTS, Adapter, _DepthwiseConv
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 SIZES = [(1, 16, 8, 8, 8), (2, 12, 4, 9, 7), (1, 32, 16, 13, 5), (3, 8, 1, 1, 1), (1, 20, 64, 2, 17)]
@@ -115,7 +115,7 @@ def test_zero_spectrum_gives_finite_gradients():
 
 
 def test_checkpointing_keeps_outputs_and_gradients():
-    from icmh_hub.adapters import set_checkpointing
+    from icmh_hub.core.adapters import set_checkpointing
 
     adapter = Adapter(12, 6, "sfma", init="reference")
     x, upstream = torch.randn(2, 12, 7, 9), torch.randn(2, 12, 7, 9)

@@ -18,11 +18,13 @@ import torch
 from click.testing import CliRunner
 
 from icmh_hub import build_adapters, save_adapters
-from icmh_hub.adapter_files import sha256_of
+from icmh_hub._io import sha256_of
 from icmh_hub.cli import main
 from icmh_hub.errors import DownloadError, IcmhError, IntegrityError
-from icmh_hub.hub import push_adapter
-from icmh_hub.registry import fetch, get_entry, load_pretrained
+from icmh_hub.hub.publish import push_adapter
+from icmh_hub.assemble import load as load_pretrained
+from icmh_hub.hub.fetch import fetch
+from icmh_hub.hub.index import get_entry
 
 from .hub_double import HubDouble, Olah, free_port
 
@@ -62,7 +64,7 @@ def adapter_file(path: Path, task: str = "cls", seed: int = 0) -> Path:
 
 def base_weights(folder: Path) -> dict:
     """A random mbt2018-mean q1 saved next to an index: the base codec without CompressAI's zoo."""
-    from icmh_hub.codecs import get_codec
+    from icmh_hub.core.spec import get_codec
 
     torch.manual_seed(1)
     model = get_codec(CODEC).build(Q, pretrained=False)
@@ -94,7 +96,7 @@ def test_push_is_one_commit_with_card_and_refuses_other_bytes(servers, hf_env):
     # the commit holds the file and its card, and both download back through olah
     downloaded = fetch(get_entry(entry["id"], index=write_index(hf_env, [entry])))
     assert downloaded.read_bytes() == first.read_bytes()
-    from icmh_hub.hub import download_hub_file
+    from icmh_hub.hub.transport import download_hub_file
 
     card = download_hub_file("org/push", "cls/README.md", entry["source"]["revision"]).read_text()
     assert "library_name: icmh-hub" in card and entry["sha256"] in card
@@ -133,7 +135,7 @@ def test_cli_push_adds_entry_to_index_then_download(servers, hf_env, monkeypatch
 
 
 def test_cli_push_reads_eval_json_and_refuses_other_json(tmp_path):
-    from icmh_hub.cli_registry import _read_results
+    from icmh_hub.cli.registry import _read_results
 
     evaluation = tmp_path / "eval.json"
     evaluation.write_text(json.dumps({"task": "seg", "dataset": "proxy", "protocol": "coco", "images": 4, "date": "2026-11-25",
@@ -169,7 +171,7 @@ def test_round_trip_in_a_new_process_then_offline(servers, hf_env, monkeypatch):
 
     # the same codec built here from the local files gives the same pixels
     from icmh_hub import attach, load_adapters
-    from icmh_hub.registry import build_base
+    from icmh_hub.assemble import build_base
 
     reference = attach(build_base(CODEC, Q, index=index), CODEC, {"cls": load_adapters(cls_file)}).eval()
     torch.manual_seed(0)

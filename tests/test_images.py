@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from icmh_hub.errors import ImageFileError
-from icmh_hub.images import ImageInfo, as_batch, crop, pad, read_image, tensor_to_pil, write_png
+from icmh_hub.core.padding import crop, pad
+from icmh_hub.formats.images import ImageInfo, as_batch, read_image, tensor_to_pil, write_png
 
 RNG = np.random.default_rng(0)
 

@@ -1,7 +1,7 @@
 from huggingface_hub import ModelCard
 
 from icmh_hub import build_adapters, save_adapters
-from icmh_hub.model_card import render_card, write_card
+from icmh_hub.hub.card import render_card, write_card
 
 
 def test_card_carries_metadata_and_only_given_numbers(tmp_path):

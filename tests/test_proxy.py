@@ -1,8 +1,8 @@
 import torch
 from compressai.models import MeanScaleHyperprior
 
-from icmh_hub.codec_training import train_codec
-from icmh_hub.proxy import SHAPES, make_proxy
+from icmh_hub.demo.codec_training import train_codec
+from icmh_hub.demo.proxy import SHAPES, make_proxy
 
 
 def test_proxy_set_is_seeded_and_labelled_consistently():

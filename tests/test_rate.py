@@ -3,7 +3,7 @@ import math
 import torch
 
 from icmh_hub import load
-from icmh_hub.rate import actual_bpp, estimated_bpp, string_bytes
+from icmh_hub.core.rate import actual_bpp, estimated_bpp, string_bytes
 
 from .conftest import build_pair, make_image
 

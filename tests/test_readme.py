@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from icmh_hub import readme_tables
+from icmh_hub.cli import readme_tables
 from icmh_hub.cli import main
 from icmh_hub.errors import IcmhError
-from icmh_hub.registry import INDEX_ENV, entry_from_dict
+from icmh_hub.hub.index import INDEX_ENV, entry_from_dict
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 RUNNABLE = "<!-- runnable -->"
@@ -68,7 +68,7 @@ def test_code_blocks_parser_sees_markers_and_languages():
 def test_registry_table_matches_the_index(monkeypatch):
     monkeypatch.delenv(INDEX_ENV, raising=False)
     in_readme = readme_tables.between(README.read_text(), *readme_tables.REGISTRY_MARKERS)
-    assert in_readme == readme_tables.registry_table(), "README's registry table is stale: run python -m icmh_hub.readme_tables"
+    assert in_readme == readme_tables.registry_table(), "README's registry table is stale: run python -m icmh_hub.cli.readme_tables"
 
 
 def test_registry_table_ignores_the_users_index(monkeypatch, tmp_path):
@@ -109,7 +109,7 @@ def test_cli_table_lists_every_command_and_nothing_else():
     assert len(listed) == len(set(listed)), f"a command is listed twice: {listed}"
     missing, removed = sorted(set(main.commands) - set(listed)), sorted(set(listed) - set(main.commands))
     assert not missing and not removed, (
-        f"README's CLI table lacks {missing} and lists removed {removed}: run python -m icmh_hub.readme_tables")
+        f"README's CLI table lacks {missing} and lists removed {removed}: run python -m icmh_hub.cli.readme_tables")
 
 
 def test_cli_table_generator_covers_main():

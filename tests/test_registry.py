@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from icmh_hub import attach, build_adapters, load_adapters, save_adapters
-from icmh_hub.adapter_files import sha256_of
+from icmh_hub._io import sha256_of
 from icmh_hub.errors import DownloadError, IntegrityError, RegistryError, UnknownNameError
-from icmh_hub.hub import fetch_url, trust_records
-from icmh_hub.registry import (
-    CONVERTERS, add_entry, builtin_index_files, fetch, find_by_sha256, get_entry, list_entries,
-    load_index, load_pretrained, record_metrics, resolve,
+from icmh_hub.hub.transport import fetch_url, trust_records
+from icmh_hub.assemble import load as load_pretrained
+from icmh_hub.hub.fetch import CONVERTERS, fetch
+from icmh_hub.hub.index import (
+    add_entry, builtin_index_files, find_by_sha256, get_entry, list_entries, load_index, record_metrics, resolve,
 )
 
 CODEC, Q = "mbt2018-mean", 1
@@ -75,7 +76,7 @@ def test_unknown_names_say_what_exists():
 def test_recipe_entry_says_how_to_train_it():
     entry = resolve(CODEC, "det", 2)
     assert entry.status == "recipe" and entry.lmbda == 10
-    with pytest.raises(RegistryError, match=r"recipe, not trained yet.*`icmh-hub train --codec mbt2018-mean --q 2 --task det --lmbda 10"):
+    with pytest.raises(RegistryError, match=r"recipe, not trained yet.*`icmh-hub info mbt2018-mean/det/q2` shows the command"):
         fetch(entry)
     with pytest.raises(RegistryError, match="recipe"):
         load_pretrained(CODEC, ["det"], 2)
@@ -100,12 +101,12 @@ def test_user_indexes_merge_over_builtin(tmp_path, monkeypatch):
     bad = write_index(tmp_path, [local_entry(other) | {"sha256": None}], name="bad.json")
     with pytest.raises(RegistryError, match="pins no sha256"):
         list_entries(index=bad)
-    with pytest.raises(RegistryError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         list_entries(index=tmp_path / "missing.json")
 
 
 def test_load_pretrained_from_local_files(tmp_path):
-    from icmh_hub.codecs import get_codec
+    from icmh_hub.core.spec import get_codec
 
     cls_file, det_file = adapter_file(tmp_path / "cls.safetensors"), adapter_file(tmp_path / "det.safetensors", "det", 1)
     torch.manual_seed(3)
@@ -201,13 +202,7 @@ def test_url_source_with_converter_converts_once(web, tmp_path, monkeypatch):
         torch.manual_seed(0)
         return save_adapters(build_adapters(codec, q, middle_dim=4), out, task=task)
 
-    import sys
-    import types
-
-    module = types.ModuleType("fake_converters")
-    module.convert = fake_convert
-    monkeypatch.setitem(sys.modules, "fake_converters", module)
-    monkeypatch.setitem(CONVERTERS, "fake", "fake_converters:convert")
+    monkeypatch.setitem(CONVERTERS, "fake", lambda: fake_convert)
     entry = {"id": "ref/cls", "codec": CODEC, "task": "cls", "q": Q, "status": "published", "sha256": None,
              "source": {"kind": "url", "url": f"{url}/ckpt.pth.tar", "converter": "fake"}}
     index = write_index(tmp_path, [entry])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from icmh_hub.errors import IcmhError, UnknownNameError
-from icmh_hub.task_models import (
+from icmh_hub.core.recognition import (
     TaskFeatures,
     build_classifier,
     build_detector,

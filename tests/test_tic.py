@@ -10,9 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from icmh_hub import IcmhError, attach, build_adapters, detach, get_codec
-from icmh_hub.adapters import count_parameters
-from icmh_hub.tic import TIC, codec_state, read_checkpoint, tic_from_state_dict
+from icmh_hub import IcmhError, attach, build_adapters, build_base, detach, get_codec
+from icmh_hub.core.adapters import count_parameters
+from icmh_hub.codecs.tic_model import TIC
+from icmh_hub.formats.reference import codec_state, read_checkpoint, tic_from_state_dict
 
 from .conftest import coded, hooks_left, make_image
 from .tic_reference import CHECKPOINT, TOLERANCE, TSV, VECTORS, needs_reference
@@ -157,16 +158,18 @@ def test_index_lists_transtic_base_codecs():
 
 
 @needs_reference
-def test_pretrained_build_goes_through_fetch_url(monkeypatch, reference_state):
+def test_pretrained_build_goes_through_fetch_url(monkeypatch, reference_state, tmp_path):
     calls = []
+    base_file = tmp_path / "base_codec_3.pth.tar"  # TransTIC's layout: the codec alone
+    torch.save({"epoch": 1, "state_dict": codec_state(reference_state)}, base_file)
 
     def fake_fetch_url(url, sha256=None, name=None):
         calls.append((url, sha256, name))
-        return CHECKPOINT
+        return base_file
 
-    monkeypatch.setattr("icmh_hub.hub.fetch_url", fake_fetch_url)
-    model = get_codec("tic").build(3, pretrained=True)
-    assert calls == [("https://github.com/NYCU-MAPL/TransTIC/releases/download/v1.0/base_codec_3.pth.tar", None, "base_codec_3.pth.tar")]
+    monkeypatch.setattr("icmh_hub.hub.transport.fetch_url", fake_fetch_url)
+    model = build_base("tic", 3)
+    assert calls == [("https://github.com/NYCU-MAPL/TransTIC/releases/download/v1.0/base_codec_3.pth.tar", None, None)]
     state = model.state_dict()
     expected = codec_state(reference_state)
     assert all(torch.equal(state[k], v) for k, v in expected.items() if not k.startswith(("entropy_bottleneck._", "gaussian_conditional.")))

@@ -11,10 +11,11 @@ from PIL import Image
 
 from icmh_hub import get_codec, load_adapters, read_metadata
 from icmh_hub.cli import main
-from icmh_hub.data import step_loader
+from icmh_hub.training.data import step_loader
 from icmh_hub.errors import IcmhError
-from icmh_hub.recipes import get_recipe
-from icmh_hub.train import CHECKPOINT, FullFinetuner, Trainer, supports_training_forward, training_forward
+from icmh_hub.training.recipes import get_recipe
+from icmh_hub.training.forward import SampleNoise, supports_training_forward, training_forward
+from icmh_hub.training.trainer import CHECKPOINT, FullFinetuner, Trainer
 
 from .conftest import make_image, spread_latents
 
@@ -51,9 +52,8 @@ def identical(a, b):
 def loss_with_fixed_noise(run, batch, seed: int = 123) -> float:
     """The training loss of ``batch`` with one fixed draw of the quantisation noise, so that two
     calls differ only by what the adapters learned in between."""
-    with torch.random.fork_rng(), torch.no_grad():
-        torch.manual_seed(seed)
-        return run.loss(batch)[0].item()
+    with torch.no_grad():
+        return run.loss(batch, SampleNoise(seed, 0, range(len(batch))))[0].item()
 
 
 def test_loss_goes_down_on_a_fixed_batch(images, tmp_path):
@@ -73,7 +73,7 @@ def test_loss_goes_down_on_a_fixed_batch(images, tmp_path):
 def test_gradients_reach_only_the_adapters(images, tmp_path):
     run = trainer(images, tmp_path)
     run._prepare()
-    loss, _ = run.loss(torch.rand(2, 3, 64, 64))
+    loss, _ = run.loss(torch.rand(2, 3, 64, 64), SampleNoise(0, 0, range(2)))
     loss.backward()
     assert all(p.grad is None for p in run.base.parameters())
     assert all(p.grad is None for p in run.features.parameters())
@@ -136,7 +136,7 @@ def test_training_forward_decodes_rounded_latents_and_passes_gradients(codec):
     spread_latents(model)
     assert supports_training_forward(model)
     x = make_image(64, 64).requires_grad_(True)
-    out = training_forward(model, x)
+    out = training_forward(model, x, SampleNoise(0, 0, [0]))
     with torch.no_grad():
         reference = model(x)  # eval forward: rounded latents to the decoder, no noise
     assert torch.allclose(out["x_hat"], reference["x_hat"], atol=1e-5)

@@ -1,0 +1,107 @@
+"""File helpers every layer shares: atomic writes, sha256, the one state-dict reader, progress bars.
+
+Atomic writes go to a uniquely named temporary file in the target's folder (so two processes
+writing beside each other never share one) and are renamed onto the target only when complete;
+a failed write removes its temporary file. A process killed mid-write leaves at most a hidden
+``.NAME.*.partial`` file, which no reader ever picks up as NAME.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError, MissingFileError
+
+PARTIAL_SUFFIX = ".partial"
+_CHECKPOINT_WRAPPERS = ("state_dict", "model")  # keys under which training scripts nest the weights
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary path beside ``target``; renamed onto ``target`` when the block ends
+    without an exception, removed when it raises (or is interrupted)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent)
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(data)
+    return Path(target)
+
+
+def atomic_write_json(target: str | os.PathLike, data: Any) -> Path:
+    """JSON with sorted keys and an indent, as every index, trust record and result file is written."""
+    with atomic_path(target) as temporary:
+        temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return Path(target)
+
+
+def is_partial(path: Path) -> bool:
+    """Whether ``path`` is an unfinished atomic write (never an input)."""
+    return path.name.startswith(".") and path.name.endswith(PARTIAL_SUFFIX)
+
+
+def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict[str, Any]:
+    """The tensors of a safetensors file or of a torch checkpoint (loaded with
+    ``weights_only=True``: no code in it runs), unwrapped from a ``state_dict`` / ``model`` entry,
+    with DataParallel's ``module.`` prefixes removed."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{what} file {str(path)!r} does not exist")
+    try:
+        if path.name.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            import torch
+
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and safetensors errors come in many types
+        raise CheckpointError(
+            f"{path} is not a readable {what} file ({type(exc).__name__}); give a safetensors file or a "
+            "torch checkpoint that loads with weights_only=True (icmh-hub never unpickles code)"
+        ) from None
+    for key in _CHECKPOINT_WRAPPERS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise CheckpointError(f"{path} holds no state_dict (found {type(state).__name__}); save model.state_dict()")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def progress(
+    items: Iterable | None = None, total: int | None = None, desc: str = "", unit: str = "it",
+    enabled: bool | None = None, initial: int = 0,
+) -> Any:
+    """A tqdm bar on stderr; ``enabled=None`` shows it only when stderr is a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, total=total, desc=desc, unit=unit, initial=initial, disable=None if enabled is None else not enabled,
+                leave=False, dynamic_ncols=True)

@@ -1,0 +1,140 @@
+"""Registry and Hub commands: list, info, download, push."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import RegistryError
+from ..hub import index as registry
+from .options import index_option
+
+
+def train_command(entry: registry.Entry) -> str:
+    """The command that trains the adapters a recipe entry describes."""
+    command = f"icmh-hub train --codec {entry.codec} --q {entry.q} --task {entry.task}"
+    if entry.lmbda is not None:
+        command += f" --lmbda {entry.lmbda:g}"
+    if entry.variant != "sfma":
+        command += f" --variant {entry.variant}"
+    if entry.middle_dim != 64:
+        command += f" --middle-dim {entry.middle_dim}"
+    return command + " --data DIR --out DIR"
+
+
+@click.command("list")
+@click.option("--codec", default=None, help="Only entries for this codec.")
+@click.option("--task", default=None, help="Only entries for this task (cls, det, seg, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@index_option
+def list_command(codec: str | None, task: str | None, as_json: bool, index: tuple[str, ...]) -> None:
+    """List registry entries: published ones can be loaded, recipes must be trained first."""
+    entries = registry.list_entries(codec=codec, task=task, index=list(index))
+    if as_json:
+        click.echo(json.dumps([e.to_dict() | {"origin": e.origin} for e in entries], indent=2))
+        return
+    if not entries:
+        click.echo("no entries match; `icmh-hub list` without filters shows them all")
+        return
+    click.echo(f"{'id':<28} {'status':<10} {'lambda':>7} {'variant':<9} {'d':>3} {'metrics':>7}  where")
+    for e in entries:
+        lmbda = f"{e.lmbda:g}" if e.lmbda is not None else "-"
+        click.echo(f"{e.id:<28} {e.status:<10} {lmbda:>7} {e.variant:<9} {e.middle_dim:>3} {len(e.metrics):>7}  {e.where()}")
+
+
+def _sha_line(entry: registry.Entry) -> str:
+    if entry.sha256:
+        return f"{entry.sha256} (pinned by the index)"
+    if entry.status == "recipe":
+        return "none (no file yet)"
+    from ..hub.fetch import trust_note
+
+    return "NOT PINNED by the index: " + trust_note(entry.source or {}, entry.task)
+
+
+@click.command("info")
+@click.argument("entry_id", metavar="ENTRY")
+@click.option("--json", "as_json", is_flag=True, help="Print the entry as JSON.")
+@index_option
+def info_command(entry_id: str, as_json: bool, index: tuple[str, ...]) -> None:
+    """Everything the index says about ENTRY (e.g. mbt2018-mean/cls/q3)."""
+    entry = registry.get_entry(entry_id, index=list(index))
+    if as_json:
+        click.echo(json.dumps(entry.to_dict() | {"origin": entry.origin}, indent=2))
+        return
+    rows = [
+        ("entry", entry.id), ("status", entry.status), ("codec", f"{entry.codec} q{entry.q}"),
+        ("task", entry.task), ("lambda", entry.lmbda if entry.lmbda is not None else "-"),
+        ("adapters", f"{entry.variant}, d={entry.middle_dim}"), ("file", entry.where()),
+        ("sha256", _sha_line(entry)), ("size", f"{entry.size:,} bytes" if entry.size else "-"),
+        ("index", entry.origin),
+    ]
+    for key, value in rows:
+        click.echo(f"{key:<9} {value}")
+    if entry.status == "recipe":
+        click.echo(f"{'train':<9} {train_command(entry)}")
+    for m in entry.metrics:
+        click.echo(f"{'metric':<9} {m.get('metric')} = {m.get('value')} on {m.get('dataset')} ({m.get('images', '?')} images, {m.get('source', 'measured')}, {m.get('date', '?')})")
+    if not entry.metrics:
+        click.echo(f"{'metrics':<9} none recorded")
+    if entry.notes:
+        click.echo(f"{'notes':<9} {entry.notes}")
+
+
+@click.command("download")
+@click.argument("entry_id", metavar="ENTRY")
+@index_option
+def download_command(entry_id: str, index: tuple[str, ...]) -> None:
+    """Download ENTRY's adapter file into the cache, verify its sha256, print its path."""
+    from ..hub.fetch import fetch
+
+    entry = registry.get_entry(entry_id, index=list(index))
+    click.echo(str(fetch(entry)))
+
+
+def _read_results(results_file: str) -> list[dict]:
+    """A list of result dicts, or the JSON that ``icmh-hub eval --json`` writes (one evaluation)."""
+    try:
+        data = json.loads(Path(results_file).read_text())
+    except json.JSONDecodeError as exc:
+        raise RegistryError(f"{results_file} is not JSON ({exc}); give `icmh-hub eval --json` output or a list of result objects") from None
+    if isinstance(data, dict) and "metrics" in data and "task" in data:
+        from ..evaluation.run import card_results
+
+        return card_results(data)
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise RegistryError(f"{results_file} holds neither `icmh-hub eval --json` output nor a list of result objects")
+    return data
+
+
+@click.command("push")
+@click.argument("adapter_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--repo", "repo_id", required=True, metavar="ORG/NAME", help="Hub model repository (created if missing).")
+@click.option("--path", "path_in_repo", default=None, help="Path of the file in the repo (default: its file name).")
+@click.option("--revision", default=None, help="Branch to commit to (default main).")
+@click.option("--results", "results_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON list of measured results (dataset, images, metric, value, date) for the card and entry.")
+@click.option("--dry-run", is_flag=True, help="Check the file and render the card; send nothing.")
+@click.option("--force", is_flag=True, help="Replace a different file already at --path (and the entry in --index).")
+@click.option("--index", "index_file", type=click.Path(dir_okay=False), default=None,
+              help="Add the new entry to this index file instead of printing it.")
+def push_command(adapter_file: str, repo_id: str, path_in_repo: str | None, revision: str | None,
+                 results_file: str | None, dry_run: bool, force: bool, index_file: str | None) -> None:
+    """Publish ADAPTER_FILE and its model card (README.md) in one commit; give its registry entry."""
+    from ..hub.publish import push_adapter
+
+    results = _read_results(results_file) if results_file else []
+    entry = push_adapter(adapter_file, repo_id, path=path_in_repo, revision=revision, results=results,
+                             force=force, dry_run=dry_run)
+    if dry_run:
+        click.echo(f"dry run: would commit {entry['source']['path']} (sha256 {entry['sha256']}) and its card to {repo_id}", err=True)
+    elif index_file:
+        registry.add_entry(index_file, entry, replace=force)
+        click.echo(f"added {entry['id']} at revision {entry['source']['revision']} to {index_file}", err=True)
+        return
+    click.echo(json.dumps(entry, indent=2))
+
+
+COMMANDS = [list_command, info_command, download_command, push_command]

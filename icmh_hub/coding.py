@@ -1,0 +1,385 @@
+"""Coding images: the one in-memory coder (``code``) and .icmh files (``encode`` / ``decode``).
+
+``code`` pads a batch of images (the one padding policy, ``icmh_hub.core.padding``), entropy-codes
+it with ``compress()``, decodes it with ``decompress()`` and crops back: evaluation, the demo and
+the benchmarks measure rates and accuracies through it, on the same bytes ``icmh-hub compress``
+writes.
+
+``encode`` / ``decode`` wrap the same steps in the .icmh container, finding the codec and
+adapters by themselves.
+
+The encoder records which base weights (pretrained or icmh-hub's seeded random ones, plus a digest
+of them) and which adapters (sha256 of the adapter file, or of the tensors for adapters that never
+were a file) it used. The decoder rebuilds exactly that: the random codec from the same seed, an
+adapter file given by the caller (checked against the sha256), or the registry entry with that
+sha256; anything that does not match is refused rather than decoded into a wrong image.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from .assemble import AdapterArg, adapter_set, build_base, load, random_adapters, registry_adapters
+from .core.adapter_set import AdapterSet
+from .core.attach import AdaptedCodec
+from .core.identity import adapters_digest, base_digest
+from .core.padding import crop, pad, padded_size
+from .core.rate import estimated_bits, string_bytes
+from .core.spec import CodecSpec, get_codec
+from .core.tasks import HUMAN
+from .errors import BitstreamError, InvalidArgumentError, MissingFileError
+from .formats.adapter_files import load_adapters
+from .formats.bitstream import Header, pack, unpack
+from .formats.images import ImageInfo, as_batch, pil_to_tensor, read_image
+from .hub.fetch import fetch
+from .hub.index import IndexSpec, find_by_sha256
+
+MAX_FILE_BYTES = 1 << 30
+
+
+# -- the in-memory coder -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Coded:
+    """A batch through the codec: reconstructions (cropped, in [0, 1]), ``compress()``'s strings,
+    and per image the bits of its strings and the likelihood estimate (each ``None`` when not
+    asked for)."""
+
+    x_hat: torch.Tensor
+    strings: Any
+    bits: list[int] | None
+    bits_est: list[float] | None
+    pixels: int  # per image, unpadded
+
+    @property
+    def bpp(self) -> float:
+        """Bits per pixel of the strings, over the whole batch."""
+        return sum(self.bits) / (self.pixels * len(self.bits))
+
+    @property
+    def bpp_est(self) -> float:
+        return sum(self.bits_est) / (self.pixels * len(self.bits_est))
+
+
+def _per_image_bytes(strings: Any, count: int) -> list[int]:
+    """Bytes of each image's strings in CompressAI's layout (a list per latent, one item per image)."""
+    return [sum(string_bytes(per_latent[i]) for per_latent in strings) for i in range(count)]
+
+
+@torch.no_grad()
+def code(codec: AdaptedCodec, images: torch.Tensor, bitstream: bool = True, estimate: bool = True) -> Coded:
+    """Code (B, 3, H, W) images in [0, 1] with ``codec`` as it is set now (its task, or human).
+
+    ``bitstream``: really entropy-code and decode (the reconstruction is the decoded one);
+    otherwise the forward pass's rounded reconstruction. ``estimate``: also the likelihoods'
+    bits. Both rates count the H x W pixels, not the padding.
+    """
+    height, width = images.shape[-2:]
+    padded = pad(images, get_codec(codec.codec).pad_multiple)
+    bits_est = bits = strings = None
+    x_hat = None
+    if estimate or not bitstream:
+        out = codec(padded)
+        bits_est = [float(b) for b in estimated_bits(out["likelihoods"])]
+        x_hat = out["x_hat"]
+    if bitstream:
+        compressed = codec.compress(padded)
+        strings = compressed["strings"]
+        bits = [8 * n for n in _per_image_bytes(strings, len(images))]
+        x_hat = codec.decompress(strings, compressed["shape"])["x_hat"]
+    return Coded(crop(x_hat, height, width).clamp(0, 1), strings, bits, bits_est, height * width)
+
+
+# -- identities --------------------------------------------------------------------------------
+
+
+_RANDOM_BASE_DIGESTS: dict[tuple[str, int], str] = {}
+
+
+def random_base_digest(codec: str, quality: int) -> str:
+    """Digest of the seeded random base codec that ``load(..., pretrained=False)`` builds."""
+    key = (codec, quality)
+    if key not in _RANDOM_BASE_DIGESTS:
+        _RANDOM_BASE_DIGESTS[key] = base_digest(build_base(codec, quality, pretrained=False))
+    return _RANDOM_BASE_DIGESTS[key]
+
+
+def adapter_identity(adapters: AdapterSet | None) -> tuple[str, str | None]:
+    """(adapter kind, id) as the header stores them."""
+    if adapters is None:
+        return "none", None
+    if adapters.sha256:
+        return "file", adapters.sha256
+    return "tensors", adapters_digest(adapters)
+
+
+# -- encoding ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One coded image: the file's bytes, its header, and the size of the entropy-coded strings."""
+
+    data: bytes
+    header: Header
+    string_bytes: int
+
+    @property
+    def bpp(self) -> float:
+        """Bits per (original) pixel of the whole file, header included."""
+        return len(self.data) * 8 / self.header.pixels
+
+    @property
+    def strings_bpp(self) -> float:
+        """Bits per pixel of the entropy-coded strings alone (what papers call actual bpp)."""
+        return self.string_bytes * 8 / self.header.pixels
+
+
+class Encoder:
+    """Encodes images with one AdaptedCodec; the codec's identity is computed once.
+
+    ``pretrained=None`` finds out whether the base weights are icmh-hub's seeded random ones by
+    comparing digests; say it explicitly to skip that (it builds a random codec once).
+    """
+
+    def __init__(self, codec: AdaptedCodec, pretrained: bool | None = None) -> None:
+        if not isinstance(codec, AdaptedCodec):
+            raise InvalidArgumentError(
+                f"encode() takes an AdaptedCodec (icmh_hub.load(...) or icmh_hub.attach(...)), got {type(codec).__name__}"
+            )
+        self.codec = codec
+        self.spec: CodecSpec = get_codec(codec.codec)
+        self.base_digest = base_digest(codec.base)
+        if pretrained is None:
+            pretrained = self.base_digest != random_base_digest(codec.codec, codec.quality)
+        self.pretrained = bool(pretrained)
+        self.adapter_kind, self.adapter_id = adapter_identity(codec.adapters)
+
+    def encode(self, image: Any, info: ImageInfo | None = None) -> Encoded:
+        """Code ``image`` (tensor in [0, 1], PIL image or path) into a .icmh file's bytes."""
+        x, read_info = _as_tensor(image)
+        info = info or read_info
+        height, width = x.shape[-2:]
+        padded = pad(x, self.spec.pad_multiple)
+        reference = next(self.codec.base.parameters(), None)
+        if reference is not None:
+            padded = padded.to(device=reference.device, dtype=reference.dtype)
+        with torch.no_grad():
+            out = self.codec.compress(padded)
+        header = Header(
+            codec=self.codec.codec, quality=self.codec.quality, task=self.codec.task,
+            adapter_kind=self.adapter_kind, adapter_id=self.adapter_id,
+            base_pretrained=self.pretrained, base_digest=self.base_digest,
+            height=height, width=width, padded_height=padded.shape[-2], padded_width=padded.shape[-1],
+            mode=info.mode, bits=info.bits,
+        )
+        return Encoded(pack(header, out["strings"], out["shape"]), header, string_bytes(out["strings"]))
+
+
+def _as_tensor(image: Any) -> tuple[torch.Tensor, ImageInfo]:
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return pil_to_tensor(image)
+    return as_batch(image), ImageInfo()
+
+
+def encode(codec: AdaptedCodec, image: Any, *, pretrained: bool | None = None) -> bytes:
+    """The bytes of a .icmh file for ``image`` coded by ``codec`` with its active task (or none)."""
+    return Encoder(codec, pretrained).encode(image).data
+
+
+# -- decoding ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image (1, 3, H, W) in [0, 1] at its original size, the header, and how to save it."""
+
+    image: torch.Tensor
+    header: Header
+
+    @property
+    def info(self) -> ImageInfo:
+        return ImageInfo(self.header.mode, self.header.bits)
+
+
+class Decoder:
+    """Decodes .icmh files, keeping the codecs and adapters it built for the next file.
+
+    ``adapter``: an adapter file (or AdapterSet) to use instead of the registry; it must be the
+    one the file was coded with. ``force_task``: decode with another task's adapters, or "human"
+    for none, on purpose (a file coded for one purpose is otherwise only decoded for it).
+    ``codecs``: AdaptedCodecs already in memory (e.g. a base codec you trained, with its
+    adapters); one is used when its base weights and adapters are the ones a header names.
+    """
+
+    def __init__(
+        self,
+        adapter: AdapterArg = None,
+        force_task: str | None = None,
+        device: str | torch.device = "cpu",
+        codecs: Iterable[AdaptedCodec] = (),
+        index: IndexSpec = None,
+    ) -> None:
+        self.adapter, self.force_task, self.device, self.index = adapter, force_task, torch.device(device), index
+        self._given: AdapterSet | None = None
+        self._codecs = {(c.codec, c.quality, base_digest(c.base)): c for c in codecs}
+        self._lent = {id(c) for c in self._codecs.values()}  # the caller's: leave them as they were
+        self._adapters: dict[tuple[str, str, int, str], AdapterSet] = {}
+
+    def decode(self, data: bytes | str | os.PathLike) -> Decoded:
+        if isinstance(data, (str, os.PathLike)):
+            data = read_bitstream(data)
+        header, strings, shape = unpack(data)
+        spec = _spec_for(header)
+        task = self._task_for(header)
+        codec = self._codec_for(header)
+        key, added = None, False
+        if task is not None:
+            adapters = self._adapters_for(header, task, codec)
+            key = next((name for name, held in codec.adapter_sets.items() if held is adapters), None)
+            if key is None:
+                key, added = f"{task}@{adapter_identity(adapters)[1][:16]}", True
+                codec.add_adapters(key, adapters)
+        try:
+            with codec.using(key), torch.no_grad():
+                x_hat = codec.decompress(strings, shape)["x_hat"]
+        except (RuntimeError, ValueError, IndexError, TypeError, KeyError, OverflowError) as exc:
+            raise BitstreamError(
+                f"the payload does not decode with {spec.name} q{header.quality} ({type(exc).__name__}); the file is damaged"
+            ) from None
+        finally:
+            if added and id(codec) in self._lent:
+                codec.remove_adapters(key)
+        expected = (1, 3, header.padded_height, header.padded_width)
+        if tuple(x_hat.shape) != expected:
+            raise BitstreamError(f"the payload decodes to shape {tuple(x_hat.shape)}, the header says {expected}; the file is damaged")
+        return Decoded(crop(x_hat, header.height, header.width).clamp(0, 1).cpu(), header)
+
+    # -- which task, codec and adapters ---------------------------------------------------------
+    def _task_for(self, header: Header) -> str | None:
+        if self.force_task is None:
+            if header.task is None and self.adapter is not None:
+                raise BitstreamError(
+                    "this file was coded for human vision (no adapters) but an adapter was given; "
+                    "drop the adapter, or pass --force-task TASK / force_task=TASK to decode it with adapters anyway"
+                )
+            return header.task
+        return None if self.force_task == HUMAN else self.force_task
+
+    def _codec_for(self, header: Header) -> AdaptedCodec:
+        key = (header.codec, header.quality, header.base_digest)
+        if key not in self._codecs:
+            codec = load(header.codec, None, header.quality, pretrained=header.base_pretrained, index=self.index)
+            found = base_digest(codec.base)
+            if found != header.base_digest:
+                kind = "pretrained" if header.base_pretrained else "seeded random"
+                raise BitstreamError(
+                    f"the {kind} {header.codec} q{header.quality} weights here (digest {found[:12]}) are not "
+                    f"the ones the file was coded with (digest {header.base_digest[:12]}); decode with the "
+                    "same base weights (same icmh-hub, CompressAI and torch versions, or the same checkpoint)"
+                )
+            self._codecs[key] = codec.to(self.device)
+        return self._codecs[key]
+
+    def _adapters_for(self, header: Header, task: str, codec: AdaptedCodec) -> AdapterSet:
+        given = self._given_adapters()
+        if task != header.task:  # forced on purpose: no identity to check against
+            return given or self._cached(header, task, "", lambda: self._default_adapters(header, task))
+        held = (s for s in codec.adapter_sets.values() if self._identity_for(s, header.adapter_kind) == header.adapter_id)
+        adapters = given or next(held, None)
+        adapters = adapters or self._cached(header, task, header.adapter_id, lambda: self._header_adapters(header))
+        found = self._identity_for(adapters, header.adapter_kind)
+        if found != header.adapter_id:
+            what = f"the adapter {self.adapter}" if isinstance(self.adapter, (str, os.PathLike)) else "the adapters found"
+            raise BitstreamError(
+                f"{what} (id {str(found)[:12]}) is not the one this file was coded with "
+                f"(sha256 {header.adapter_id[:12]}, task {header.task}); give the matching adapter file, "
+                "or --force-task human to decode for human vision without adapters"
+            )
+        return adapters
+
+    def _cached(self, header: Header, task: str, ident: str, build) -> AdapterSet:
+        key = (header.codec, task, header.quality, ident or f"default-{header.base_pretrained}")
+        if key not in self._adapters:
+            self._adapters[key] = build()
+        return self._adapters[key]
+
+    def _given_adapters(self) -> AdapterSet | None:
+        if self.adapter is not None and self._given is None:
+            self._given = adapter_set(self.adapter)
+        return self._given
+
+    @staticmethod
+    def _identity_for(adapters: AdapterSet, kind: str) -> str | None:
+        if kind == "file":
+            return adapters.sha256
+        return adapters_digest(adapters)
+
+    def _header_adapters(self, header: Header) -> AdapterSet:
+        if header.adapter_kind == "tensors":
+            if header.base_pretrained:
+                raise BitstreamError(
+                    "this file was coded with adapters that were never saved to a file; "
+                    "decode in Python with the same adapters (adapter=AdapterSet, or codecs=[the codec])"
+                )
+            return random_adapters(header.codec, header.quality, header.task)
+        entry = find_by_sha256(header.adapter_id, self.index)
+        if entry is None:
+            raise BitstreamError(
+                f"no registry entry has the adapter sha256 {header.adapter_id[:12]}... this file was "
+                f"coded with ({header.codec} q{header.quality} task {header.task}); pass --adapter PATH"
+            )
+        return load_adapters(fetch(entry))
+
+    def _default_adapters(self, header: Header, task: str) -> AdapterSet:
+        if not header.base_pretrained:
+            return random_adapters(header.codec, header.quality, task)
+        return registry_adapters(header.codec, task, header.quality, index=self.index)
+
+
+def _spec_for(header: Header) -> CodecSpec:
+    try:
+        spec = get_codec(header.codec)
+    except KeyError:
+        raise BitstreamError(
+            f"this file was coded with codec {header.codec!r}, which this icmh-hub does not know; "
+            "upgrade icmh-hub or register that codec"
+        ) from None
+    if header.quality not in spec.channels:
+        raise BitstreamError(f"this file names {spec.name} quality {header.quality}, which does not exist; the file is damaged")
+    if (header.padded_height, header.padded_width) != padded_size(header.height, header.width, spec.pad_multiple):
+        raise BitstreamError(f"the padding in this file does not fit {spec.name}; the file is damaged")
+    return spec
+
+
+def read_bitstream(path: str | os.PathLike) -> bytes:
+    """The bytes of a .icmh file, refusing directories and absurdly large files before reading."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path}: no such .icmh file")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise BitstreamError(f"{path}: {path.stat().st_size} bytes is too large for a .icmh file")
+    return path.read_bytes()
+
+
+def decode(
+    data: bytes | str | os.PathLike,
+    adapter: AdapterArg = None,
+    *,
+    force_task: str | None = None,
+    codecs: Iterable[AdaptedCodec] = (),
+    index: IndexSpec = None,
+) -> torch.Tensor:
+    """Decode a .icmh file (its bytes or its path) to a (1, 3, H, W) tensor in [0, 1] at the
+    original size, with the codec and adapters its header names (see Decoder)."""
+    return Decoder(adapter, force_task, codecs=codecs, index=index).decode(data).image

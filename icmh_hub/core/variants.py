@@ -1,0 +1,16 @@
+"""Adapter variants by name (the paper's ablations) and initialisations: plain data, so that the
+CLI can offer them as choices without importing torch."""
+
+from __future__ import annotations
+
+VARIANTS: dict[str, tuple[tuple[str, ...], ...]] = {
+    # variant name -> sequence of stages; each stage is the tuple of parallel branches in it
+    "sfma": (("spatial", "frequency"),),
+    "sma": (("spatial",),),
+    "fma": (("frequency",),),
+    "sma->fma": (("spatial",), ("frequency",)),
+    "fma->sma": (("frequency",), ("spatial",)),
+    "sma+sma": (("spatial", "spatial"),),
+    "naive": (("bottleneck",),),
+}
+INITS = ("identity", "reference")

@@ -1,0 +1,306 @@
+"""The .icmh container: one coded image, self-describing, safe to parse from untrusted bytes.
+
+Layout (all integers big-endian, every length explicit; no pickle, no JSON):
+
+    magic        4 bytes   b"ICMH"
+    version      u8        FORMAT_VERSION
+    flags        u8        bit 0: base codec weights are pretrained (else the seeded random ones)
+    adapter kind u8        0 none (human vision), 1 adapter file (sha256 of the file),
+                           2 adapters known by their tensors (sha256 of names, shapes and values)
+    codec        u8 length + UTF-8
+    quality      u8
+    task         u8 length + UTF-8 (empty for human vision)
+    adapter id   32 bytes  (only when adapter kind is not 0)
+    base digest  16 bytes  sha256 prefix of the base codec's state_dict (checked by the decoder)
+    height, width, padded height, padded width   u32 each (padding is at the bottom and right)
+    image mode   u8        0 RGB, 1 grayscale (coded as RGB, written back as grayscale)
+    bit depth    u8        8 or 16 (of the source, so decoding can write the same depth)
+    strings      tree      what the codec's compress() returned under "strings"
+    shape        tree      what it returned under "shape"
+    crc32        u32       of every byte before it
+
+A tree is one tagged value: 0 bytes (u32 length + data), 1 list (u32 count + items),
+2 int (u32), 3 dict (u32 count + (u8 key length + UTF-8 key + item)). That holds the strings and
+shapes of every CompressAI layout (nested lists of byte strings; torch.Size, lists or dicts of
+them as shapes) without knowing the model.
+
+The checksum is checked before any field is trusted, so a damaged file is rejected before its
+payload reaches CompressAI's range decoder (which does not check its input). Every count and size
+is bounded before anything is allocated, so even a crafted file with a valid checksum gives a
+BitstreamError and never a crash, a hang or a huge allocation in this module.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.identity import BASE_DIGEST_BYTES
+from ..errors import BitstreamError
+
+MAGIC = b"ICMH"
+FORMAT_VERSION = 1
+SUFFIX = ".icmh"
+MODES = ("RGB", "L")
+DEPTHS = (8, 16)
+ADAPTER_KINDS = ("none", "file", "tensors")
+
+MAX_NAME = 64  # codec and task names
+MAX_SIDE = 1 << 16  # pixels per side
+MAX_PIXELS = 1 << 28  # after padding
+MAX_PAD = 1024  # padding per side: no codec needs a larger multiple
+MAX_DEPTH = 8  # nesting of the strings and shape trees
+MAX_INT = (1 << 32) - 1
+LATENT_FACTOR = 8  # a shape may describe at most this many latent values per padded pixel
+
+_BYTES, _LIST, _INT, _DICT = 0, 1, 2, 3
+_PREFIX = struct.Struct(">4sB")
+_CRC = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything a decoder needs besides the payload: which codec, which adapters, which image."""
+
+    codec: str
+    quality: int
+    task: str | None  # None: the human-vision codec (no adapters)
+    adapter_kind: str  # one of ADAPTER_KINDS
+    adapter_id: str | None  # hex sha256 (of the file, or of the tensors), None for "none"
+    base_pretrained: bool
+    base_digest: str  # hex, BASE_DIGEST_BYTES long
+    height: int
+    width: int
+    padded_height: int
+    padded_width: int
+    mode: str = "RGB"
+    bits: int = 8
+
+    @property
+    def pixels(self) -> int:
+        """Pixels of the original image (the bpp denominator)."""
+        return self.height * self.width
+
+    def check(self) -> "Header":
+        """Raise BitstreamError unless every field is in range (used when packing and unpacking)."""
+        _require(0 < len(self.codec.encode()) <= MAX_NAME, f"codec name {self.codec!r} is empty or too long")
+        _require(1 <= self.quality <= 255, f"quality {self.quality} is out of range")
+        _require(self.adapter_kind in ADAPTER_KINDS, f"unknown adapter kind {self.adapter_kind!r}")
+        _require((self.task is None) == (self.adapter_kind == "none"), "task and adapter kind disagree")
+        if self.task is not None:
+            _require(0 < len(self.task.encode()) <= MAX_NAME and self.task != "human", f"bad task name {self.task!r}")
+            _require(_is_hex(self.adapter_id, 32), "adapter id is not a sha256")
+        else:
+            _require(self.adapter_id is None, "a human-vision header has no adapter id")
+        _require(_is_hex(self.base_digest, BASE_DIGEST_BYTES), "base digest has the wrong length")
+        _require(1 <= self.height <= MAX_SIDE and 1 <= self.width <= MAX_SIDE, f"image size {self.height}x{self.width} is out of range")
+        _require(
+            0 <= self.padded_height - self.height <= MAX_PAD and 0 <= self.padded_width - self.width <= MAX_PAD,
+            "padding is negative or too large",
+        )
+        _require(self.padded_height * self.padded_width <= MAX_PIXELS, "padded image is too large")
+        _require(self.mode in MODES and self.bits in DEPTHS, f"unknown image mode {self.mode}/{self.bits} bit")
+        return self
+
+
+def pack(header: Header, strings: Any, shape: Any) -> bytes:
+    """The bytes of one .icmh file: ``header`` plus ``compress()``'s ``strings`` and ``shape``."""
+    header.check()
+    out = bytearray(_PREFIX.pack(MAGIC, FORMAT_VERSION))
+    kind = ADAPTER_KINDS.index(header.adapter_kind)
+    out += struct.pack(">BB", int(header.base_pretrained), kind)
+    _put_name(out, header.codec)
+    out += struct.pack(">B", header.quality)
+    _put_name(out, header.task or "")
+    if header.adapter_id is not None:
+        out += bytes.fromhex(header.adapter_id)
+    out += bytes.fromhex(header.base_digest)
+    out += struct.pack(">IIII", header.height, header.width, header.padded_height, header.padded_width)
+    out += struct.pack(">BB", MODES.index(header.mode), header.bits)
+    _put_tree(out, strings, 0)
+    _put_tree(out, shape, 0)
+    _check_shape(shape, header)
+    out += _CRC.pack(zlib.crc32(out))
+    return bytes(out)
+
+
+def unpack(data: bytes) -> tuple[Header, Any, Any]:
+    """Parse and verify a .icmh file: (header, strings, shape). Any defect is a BitstreamError."""
+    view = _verified_body(data)
+    reader = _Reader(view)
+    pretrained, kind = reader.unpack(">BB")
+    _require(pretrained in (0, 1), "unknown flags")
+    _require(kind < len(ADAPTER_KINDS), f"unknown adapter kind {kind}")
+    codec = reader.name()
+    (quality,) = reader.unpack(">B")
+    task = reader.name() or None
+    adapter_id = reader.take(32).hex() if kind else None
+    base_digest = reader.take(BASE_DIGEST_BYTES).hex()
+    height, width, padded_height, padded_width = reader.unpack(">IIII")
+    mode, bits = reader.unpack(">BB")
+    _require(mode < len(MODES), f"unknown image mode {mode}")
+    header = Header(
+        codec, quality, task, ADAPTER_KINDS[kind], adapter_id, bool(pretrained), base_digest,
+        height, width, padded_height, padded_width, MODES[mode], bits,
+    ).check()
+    strings = reader.tree(0)
+    shape = reader.tree(0)
+    _require(reader.at_end(), "unexpected bytes after the payload")
+    _check_shape(shape, header)
+    return header, strings, shape
+
+
+def read_header(data: bytes) -> Header:
+    """Only the header (the whole file is still verified)."""
+    return unpack(data)[0]
+
+
+# -- internals ---------------------------------------------------------------------------------
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise BitstreamError(f"damaged .icmh file: {message}")
+
+
+def _is_hex(value: str | None, num_bytes: int) -> bool:
+    if not isinstance(value, str) or len(value) != 2 * num_bytes:
+        return False
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _verified_body(data: bytes) -> memoryview:
+    """The bytes between the prefix and the checksum, after checking magic, version and crc32."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BitstreamError(f"expected the bytes of a .icmh file, got {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise BitstreamError("empty file: not a .icmh bitstream")
+    if data[: len(MAGIC)] != MAGIC[: len(data)]:
+        raise BitstreamError("not a .icmh bitstream (wrong magic bytes); give a file written by `icmh-hub compress`")
+    if len(data) < _PREFIX.size + _CRC.size:
+        raise BitstreamError("truncated .icmh file (shorter than its fixed header)")
+    version = data[len(MAGIC)]
+    if version > FORMAT_VERSION:
+        raise BitstreamError(
+            f".icmh format version {version} is newer than this icmh-hub reads ({FORMAT_VERSION}); "
+            "upgrade icmh-hub (pip install -U icmh-hub)"
+        )
+    if version != FORMAT_VERSION:
+        raise BitstreamError(f"unknown .icmh format version {version}; this icmh-hub reads version {FORMAT_VERSION}")
+    (stored,) = _CRC.unpack_from(data, len(data) - _CRC.size)
+    if zlib.crc32(data[: -_CRC.size]) != stored:
+        raise BitstreamError("corrupted or truncated .icmh file (checksum mismatch); the file was damaged after it was written")
+    return memoryview(data)[_PREFIX.size : -_CRC.size]
+
+
+def _put_name(out: bytearray, name: str) -> None:
+    raw = name.encode()
+    out += struct.pack(">B", len(raw)) + raw
+
+
+def _put_tree(out: bytearray, value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise BitstreamError("compress() output is nested too deeply to store")
+    if isinstance(value, (bytes, bytearray)):
+        out += struct.pack(">BI", _BYTES, len(value)) + bytes(value)
+    elif isinstance(value, bool):
+        raise BitstreamError("compress() output holds a bool; only bytes, ints, lists and dicts are stored")
+    elif isinstance(value, int) or (hasattr(value, "__index__") and not hasattr(value, "__len__")):
+        number = int(value.__index__())
+        if not 0 <= number <= MAX_INT:
+            raise BitstreamError(f"compress() output holds the int {number}, outside 0..2**32-1")
+        out += struct.pack(">BI", _INT, number)
+    elif isinstance(value, (list, tuple)):
+        out += struct.pack(">BI", _LIST, len(value))
+        for item in value:
+            _put_tree(out, item, depth + 1)
+    elif isinstance(value, dict):
+        out += struct.pack(">BI", _DICT, len(value))
+        for key, item in value.items():
+            if not isinstance(key, str) or not 0 < len(key.encode()) <= MAX_NAME:
+                raise BitstreamError(f"compress() output has a dict key {key!r} that cannot be stored")
+            _put_name(out, key)
+            _put_tree(out, item, depth + 1)
+    else:
+        raise BitstreamError(f"compress() output holds a {type(value).__name__}; only bytes, ints, lists and dicts are stored")
+
+
+def _check_shape(shape: Any, header: Header) -> None:
+    """Bound the latent sizes a shape asks the decoder to allocate by the padded image size."""
+    limit = LATENT_FACTOR * header.padded_height * header.padded_width
+    for dims in _int_lists(shape):
+        size = 1
+        for dim in dims:
+            size *= dim
+        _require(size <= limit, f"latent shape {tuple(dims)} is too large for a {header.padded_height}x{header.padded_width} image")
+
+
+def _int_lists(value: Any):
+    """Every list of ints inside a shape tree (a bare int counts as a list of one)."""
+    if isinstance(value, int):
+        yield [value]
+    elif isinstance(value, (list, tuple)):
+        if all(isinstance(v, int) for v in value):
+            yield list(value)
+        else:
+            for item in value:
+                yield from _int_lists(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _int_lists(item)
+
+
+class _Reader:
+    """Reads from a memoryview; running past the end is a BitstreamError, never an IndexError."""
+
+    def __init__(self, view: memoryview) -> None:
+        self.view, self.pos = view, 0
+
+    def remaining(self) -> int:
+        return len(self.view) - self.pos
+
+    def at_end(self) -> bool:
+        return self.pos == len(self.view)
+
+    def take(self, size: int) -> bytes:
+        _require(size <= self.remaining(), "truncated field")
+        chunk = bytes(self.view[self.pos : self.pos + size])
+        self.pos += size
+        return chunk
+
+    def unpack(self, fmt: str) -> tuple:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+    def name(self) -> str:
+        (length,) = self.unpack(">B")
+        _require(length <= MAX_NAME, "name too long")
+        try:
+            return self.take(length).decode()
+        except UnicodeDecodeError:
+            raise BitstreamError("damaged .icmh file: a name is not valid UTF-8") from None
+
+    def tree(self, depth: int) -> Any:
+        _require(depth <= MAX_DEPTH, "payload nested too deeply")
+        tag, number = self.unpack(">BI")
+        if tag == _BYTES:
+            return self.take(number)
+        if tag == _INT:
+            return number
+        # every item needs at least 5 bytes, so a count can never make us loop past the data
+        _require(tag in (_LIST, _DICT) and number * 5 <= self.remaining(), "bad payload structure")
+        if tag == _LIST:
+            items = [self.tree(depth + 1) for _ in range(number)]
+            return tuple(items) if items and all(isinstance(i, int) for i in items) else items
+        result = {}
+        for _ in range(number):
+            key = self.name()
+            _require(key and key not in result, "bad payload key")
+            result[key] = self.tree(depth + 1)
+        return result

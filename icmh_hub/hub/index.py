@@ -1,0 +1,328 @@
+"""The registry index: which adapter file serves (codec, task, q, lambda), where it lives, what it measured.
+
+The index is JSON (``{"entries": [...], "base_codecs": [...]}``, schema in adapters/README.md).
+The built-in index is every ``*.json`` shipped in ``icmh_hub.index``; users merge their own over
+it (a file, a folder of files, or ``hf://ORG/NAME[@REV]/index.json``) through ``index=``, the
+CLI's ``--index`` or ``$ICMH_HUB_INDEX`` (several joined with ``os.pathsep``). A later index wins
+on the same entry id (or the same base codec and quality).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_write_json
+from ..core.spec import list_codecs
+from ..errors import MissingFileError, RegistryError, unknown_name
+from . import transport
+
+INDEX_ENV = "ICMH_HUB_INDEX"
+STATUSES = ("published", "recipe")
+SOURCE_KINDS = ("hub", "url", "local")
+_ENTRY_KEYS = ("id", "codec", "task", "q", "lmbda", "variant", "middle_dim", "status", "source", "sha256", "size", "metrics", "notes")
+_REQUIRED = ("id", "codec", "task", "q", "status")
+IndexSpec = str | os.PathLike | Sequence[str | os.PathLike] | None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One adapter set in the index. ``origin``: the index file (or hf:// address) it came from."""
+
+    id: str
+    codec: str
+    task: str
+    q: int
+    status: str
+    lmbda: float | None = None
+    variant: str = "sfma"
+    middle_dim: int = 64
+    source: dict[str, Any] | None = None
+    sha256: str | None = None
+    size: int | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    notes: str = ""
+    origin: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as it is written in an index file (no origin)."""
+        data = asdict(self)
+        return {key: data[key] for key in _ENTRY_KEYS}
+
+    @property
+    def revision(self) -> str | None:
+        return (self.source or {}).get("revision")
+
+    def where(self) -> str:
+        """Where the file lives, in one short phrase."""
+        source = self.source or {}
+        kind = source.get("kind")
+        if kind == "hub":
+            rev = source.get("revision") or "main"
+            return f"hf://{source.get('repo_id')}@{rev[:12]}/{source.get('path')}"
+        if kind == "url":
+            return source.get("url", "?") + (f" (converter {source['converter']})" if source.get("converter") else "")
+        if kind == "local":
+            return str(local_path(self.origin, source.get("path", "")))
+        return "(no file: recipe only)"
+
+
+@dataclass(frozen=True)
+class BaseEntry:
+    """Base-codec weights that do not come from CompressAI's zoo (TIC), for one codec and q."""
+
+    codec: str
+    q: int
+    source: dict[str, Any]
+    sha256: str | None = None
+    size: int | None = None
+    origin: str = ""
+
+
+@dataclass
+class Index:
+    entries: dict[str, Entry] = field(default_factory=dict)
+    bases: dict[tuple[str, int], BaseEntry] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- reading indexes
+
+
+def builtin_index_files() -> list[Path]:
+    folder = files("icmh_hub.index")
+    return sorted(Path(str(item)) for item in folder.iterdir() if item.name.endswith(".json"))
+
+
+def split_locations(text: str) -> list[str]:
+    """Split an os.pathsep-joined list of index locations, keeping ``hf://`` addresses whole."""
+    parts, found = text.split(os.pathsep), []
+    for part in parts:
+        if found and found[-1] == "hf" and part.startswith("//"):
+            found[-1] += os.pathsep + part
+        else:
+            found.append(part)
+    return [p for p in found if p.strip()]
+
+
+def _index_locations(index: IndexSpec) -> list[str]:
+    """User index locations, the environment's first, then ``index`` (so ``index`` wins)."""
+    found = split_locations(os.environ.get(INDEX_ENV, ""))
+    if isinstance(index, (str, os.PathLike)):
+        found += split_locations(str(index))
+    elif index:
+        found += [str(p) for p in index]
+    return found
+
+
+def _expand(location: str) -> list[tuple[Path, str]]:
+    """(file to read, origin) pairs for one location: a JSON file, a folder of them, or hf://."""
+    if location.startswith("hf://"):
+        repo_id, revision, path = transport.parse_hf_uri(location)
+        return [(transport.download_hub_file(repo_id, path, revision), location)]
+    path = Path(location).expanduser()
+    if path.is_dir():
+        return [(p, str(p)) for p in sorted(path.glob("*.json"))]
+    if path.is_file():
+        return [(path, str(path))]
+    raise MissingFileError(f"index {location!r} does not exist; give a JSON file, a folder of JSON files or hf://ORG/NAME/index.json (check ${INDEX_ENV} and --index)")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RegistryError(f"index file {path} is not readable JSON ({exc}); fix or remove it") from None
+    if not isinstance(data, dict) or not isinstance(data.get("entries", []), list):
+        raise RegistryError(f"index file {path} must hold an object with an \"entries\" list (see adapters/README.md)")
+    return data
+
+
+def entry_from_dict(data: Mapping[str, Any], origin: str = "") -> Entry:
+    """Check one entry dict (the schema in adapters/README.md) and make it an Entry."""
+    name = data.get("id", "?") if isinstance(data, Mapping) else "?"
+    where = f" in {origin}" if origin else ""
+    if not isinstance(data, Mapping):
+        raise RegistryError(f"index entry{where} is not a JSON object")
+    missing = [key for key in _REQUIRED if data.get(key) in (None, "")]
+    if missing:
+        raise RegistryError(f"index entry {name!r}{where} lacks {', '.join(missing)}; see adapters/README.md")
+    unknown = sorted(set(data) - set(_ENTRY_KEYS))
+    if unknown:
+        raise RegistryError(f"index entry {name!r}{where} has unknown keys {unknown}; known: {', '.join(_ENTRY_KEYS)}")
+    if data["status"] not in STATUSES:
+        raise RegistryError(f"index entry {name!r}{where} has status {data['status']!r}; use one of {', '.join(STATUSES)}")
+    source = data.get("source")
+    if data["status"] == "published":
+        _check_source(name, where, source, data.get("sha256"))
+    fields = {key: data[key] for key in _ENTRY_KEYS if key in data and data[key] is not None}
+    fields["q"] = int(fields["q"])
+    fields["metrics"] = [dict(m) for m in fields.get("metrics", [])]
+    return Entry(**fields, origin=origin)
+
+
+def _check_source(name: str, where: str, source: Any, sha256: Any) -> None:
+    if not isinstance(source, Mapping) or source.get("kind") not in SOURCE_KINDS:
+        raise RegistryError(f"published entry {name!r}{where} needs a source with kind one of {', '.join(SOURCE_KINDS)}")
+    needs = {"hub": ("repo_id", "path"), "url": ("url",), "local": ("path",)}[source["kind"]]
+    lacking = [key for key in needs if not source.get(key)]
+    if lacking:
+        raise RegistryError(f"entry {name!r}{where}: a {source['kind']} source needs {', '.join(lacking)}")
+    if sha256 is None and source["kind"] != "url":
+        raise RegistryError(f"entry {name!r}{where} pins no sha256; every hub or local file must be pinned (icmh-hub push prints it)")
+
+
+def _base_from_dict(data: Mapping[str, Any], origin: str) -> BaseEntry:
+    try:
+        base = BaseEntry(codec=data["codec"], q=int(data["q"]), source=dict(data["source"]),
+                         sha256=data.get("sha256"), size=data.get("size"), origin=origin)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RegistryError(f"base_codecs item in {origin} is malformed ({exc}); it needs codec, q, source, sha256") from None
+    _check_source(f"{base.codec} q{base.q} base", f" in {origin}", base.source, base.sha256)
+    return base
+
+
+def load_index(index: IndexSpec = None) -> Index:
+    """The built-in index with the user's indexes merged over it (later ones win)."""
+    merged = Index()
+    sources = [(p, str(p)) for p in builtin_index_files()]
+    for location in _index_locations(index):
+        sources += _expand(location)
+    for path, origin in sources:
+        data = _read_json(path)
+        for item in data.get("entries", []):
+            entry = entry_from_dict(item, origin)
+            merged.entries[entry.id] = entry
+        for item in data.get("base_codecs", []):
+            base = _base_from_dict(item, origin)
+            merged.bases[(base.codec, base.q)] = base
+        merged.files.append(origin)
+    return merged
+
+
+# ----------------------------------------------------------------------------- queries
+
+
+def list_entries(codec: str | None = None, task: str | None = None, index: IndexSpec = None) -> list[Entry]:
+    """Entries, optionally only those of ``codec`` and/or ``task``, sorted by codec, task, q."""
+    entries = load_index(index).entries.values()
+    chosen = [e for e in entries if (codec is None or e.codec == codec) and (task is None or e.task == task)]
+    return sorted(chosen, key=lambda e: (e.codec, e.task, e.q, e.lmbda or 0.0, e.id))
+
+
+def get_entry(entry_id: str, index: IndexSpec = None) -> Entry:
+    """The entry called ``entry_id`` (e.g. ``mbt2018-mean/cls/q3``)."""
+    entries = load_index(index).entries
+    if entry_id not in entries:
+        raise unknown_name("registry entry", entry_id, sorted(entries), hint="`icmh-hub list` shows them all.")
+    return entries[entry_id]
+
+
+def _known_codecs(entries: Iterable[Entry]) -> list[str]:
+    return sorted(set(list_codecs()) | {e.codec for e in entries})
+
+
+def resolve(
+    codec: str, task: str, q: int, lmbda: float | None = None, revision: str | None = None, index: IndexSpec = None
+) -> Entry:
+    """The entry for ``codec``/``task``/``q`` (and ``lmbda`` / ``revision`` when given).
+
+    Unknown names list the closest ones and what exists. Without ``lmbda``, a published entry
+    is preferred to a recipe; two published ones with different lambdas need ``lmbda``.
+    """
+    entries = list(load_index(index).entries.values())
+    if codec not in _known_codecs(entries):
+        raise unknown_name("codec", codec, _known_codecs(entries))
+    of_codec = [e for e in entries if e.codec == codec]
+    tasks = sorted({e.task for e in of_codec})
+    if task not in tasks:
+        raise unknown_name(f"task for {codec}", task, tasks, hint="`icmh-hub list` shows every entry; train one with `icmh-hub train`.")
+    of_task = [e for e in of_codec if e.task == task]
+    qualities = sorted({e.q for e in of_task})
+    if q not in qualities:
+        raise unknown_name(f"quality for {codec}/{task}", q, qualities, hint=f"`icmh-hub list --codec {codec} --task {task}` shows them.")
+    chosen = [e for e in of_task if e.q == q]
+    if lmbda is not None:
+        lambdas = [e.lmbda for e in chosen]
+        chosen = [e for e in chosen if e.lmbda is not None and math.isclose(e.lmbda, lmbda, rel_tol=1e-6)]
+        if not chosen:
+            raise unknown_name(f"lambda for {codec}/{task}/q{q}", lmbda, lambdas)
+    if revision is not None:
+        revisions = [e.revision for e in chosen]
+        chosen = [e for e in chosen if e.revision and (e.revision == revision or e.revision.startswith(revision))]
+        if not chosen:
+            raise unknown_name(
+                f"revision for {codec}/{task}/q{q}", revision, [r for r in revisions if r],
+                hint="Only revisions pinned (with their sha256) in an index can be loaded; add an entry for it (icmh-hub push prints one).",
+            )
+    published = [e for e in chosen if e.status == "published"]
+    pool = published or chosen
+    if len({e.lmbda for e in pool}) > 1:
+        choices = ", ".join(f"{e.lmbda} ({e.id})" for e in pool)
+        raise RegistryError(f"{codec}/{task}/q{q} has several entries; pass lmbda= (or --lmbda) to choose: {choices}")
+    return pool[0]
+
+
+def find_by_sha256(sha256: str, index: IndexSpec = None) -> Entry | None:
+    """The entry whose file has this sha256 (to name the adapters inside a bitstream), or None."""
+    sha256 = sha256.lower()
+    return next((e for e in load_index(index).entries.values() if e.sha256 and e.sha256.lower() == sha256), None)
+
+
+def local_path(origin: str, relative: str) -> Path:
+    """Where a ``local`` source lives: relative to the folder of the index file naming it."""
+    return (Path(origin).parent / relative) if origin else Path(relative)
+
+
+# ----------------------------------------------------------------------------- writing indexes
+
+
+def _read_or_empty(index_file: Path) -> dict[str, Any]:
+    return _read_json(index_file) if index_file.exists() else {"entries": []}
+
+
+def add_entry(index_file: str | os.PathLike, entry_dict: Mapping[str, Any], replace: bool = False) -> Entry:
+    """Add ``entry_dict`` to ``index_file`` (created if missing); an id already there needs ``replace``."""
+    index_file = Path(index_file)
+    entry = entry_from_dict(entry_dict, str(index_file))
+    data = _read_or_empty(index_file)
+    items = data.setdefault("entries", [])
+    at = next((i for i, item in enumerate(items) if item.get("id") == entry.id), None)
+    if at is not None and items[at] != entry.to_dict() and not replace:
+        raise RegistryError(f"{index_file} already has an entry {entry.id!r} with other content; pass replace=True (--force) to overwrite it")
+    if at is None:
+        items.append(entry.to_dict())
+    else:
+        items[at] = entry.to_dict()
+    atomic_write_json(index_file, data)
+    return entry
+
+
+def record_metrics(index_file: str | os.PathLike, entry_id: str, results: Iterable[Mapping[str, Any]]) -> Entry:
+    """Add measured results to an entry of ``index_file``; a result for the same data set, metric
+    and source replaces the older one."""
+    index_file = Path(index_file)
+    data = _read_or_empty(index_file)
+    items = data.get("entries", [])
+    at = next((i for i, item in enumerate(items) if item.get("id") == entry_id), None)
+    if at is None:
+        raise unknown_name(f"entry in {index_file}", entry_id, [item.get("id") for item in items])
+    metrics = list(items[at].get("metrics") or [])
+    for result in results:
+        result = dict(result)
+        result.setdefault("source", "measured")
+        missing = [k for k in ("dataset", "metric", "value") if k not in result]
+        if missing:
+            raise RegistryError(f"a result for {entry_id} lacks {', '.join(missing)}; give dataset, images, metric, value, date")
+        same = lambda m: (m.get("dataset"), m.get("metric"), m.get("source")) == (result["dataset"], result["metric"], result["source"])  # noqa: E731
+        metrics = [m for m in metrics if not same(m)] + [result]
+    items[at] = dict(items[at], metrics=metrics)
+    entry = entry_from_dict(items[at], str(index_file))
+    atomic_write_json(index_file, data)
+    return entry
