@@ -20,5 +20,6 @@ SPEC = register_codec(
         pad_multiple=PAD_MULTIPLE,
         description="Lu et al. 2022, Transformer-based Image Compression (TransTIC's base codecs)",
         latent_coding="mean-scale",
+        latent_channels={q: 192 for q in QUALITIES},
     )
 )

@@ -22,6 +22,10 @@ def _n(low: int, high: int, switch: int, last: int) -> dict[int, int]:
     return {q: low if q <= switch else high for q in range(1, last + 1)}
 
 
+LATENT_CHANNELS = {  # quality -> M, for the codecs scalable coding can split
+    "bmshj2018-hyperprior": _n(192, 320, 5, 8),
+    "mbt2018-mean": _n(192, 320, 4, 8),
+}
 CHANNELS = {
     "bmshj2018-hyperprior": _n(128, 192, 5, 8),
     "mbt2018-mean": _n(128, 192, 4, 8),
@@ -60,7 +64,8 @@ for _arch, _about, _latents in (
     ("mbt2018-mean", "Minnen et al. 2018, mean-scale hyperprior", "mean-scale"),
     ("mbt2018", "Minnen et al. 2018, joint autoregressive and hierarchical priors", "context"),
 ):
-    register_codec(CodecSpec(_arch, _zoo_builder(_arch), CHANNELS[_arch], *GDN_POINTS, description=_about, latent_coding=_latents))
+    register_codec(CodecSpec(_arch, _zoo_builder(_arch), CHANNELS[_arch], *GDN_POINTS, description=_about,
+                             latent_coding=_latents, latent_channels=LATENT_CHANNELS.get(_arch)))
 
 register_codec(
     CodecSpec(

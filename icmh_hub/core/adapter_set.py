@@ -13,7 +13,9 @@ from torch import nn
 
 from ..errors import AdapterMismatchError, InvalidArgumentError
 from .adapters import Adapter, count_parameters
-from .spec import SIDES, get_codec
+from .masking import MaskGenerator
+from .spec import SIDES, check_scalable, get_codec
+from .variants import SCALABLE_VARIANTS
 
 STAGES = (1, 2, 3)
 
@@ -49,8 +51,13 @@ class AdapterSet(nn.Module):
         self.info: dict[str, Any] = dict(info or {})
         self.sha256: str | None = None  # of the file these adapters were loaded from, if any
         self.adapters = nn.ModuleDict(
-            {key: Adapter(channels, middle_dim, variant, init) for key in self.points}
+            {key: Adapter(channels, middle_dim, self.adapter_variant(variant), init) for key in self.points}
         )
+
+    @staticmethod
+    def adapter_variant(variant: str) -> str:
+        """The variant of the Adapter modules at the insertion points."""
+        return variant
 
     @property
     def task(self) -> str | None:
@@ -97,6 +104,41 @@ class AdapterSet(nn.Module):
                 )
 
 
+class ScalableAdapters(AdapterSet):
+    """A scalable task's adapters (``icmh_hub.core.scalable``): the mask generator, plus decoder
+    SFMAs (``scalable-sfma``; none for the ``scalable-mask`` ablation, ICMH-Net's setting).
+    They attach, switch and detach like any AdapterSet; an AdaptedCodec whose active task holds
+    one codes in two layers."""
+
+    def __init__(self, codec: str, quality: int, channels: int, variant: str, middle_dim: int,
+                 points: Mapping[str, str], init: str = "identity", info: Mapping[str, Any] | None = None,
+                 latent_channels: int | None = None, mask_hidden: int = 64) -> None:
+        spec = check_scalable(get_codec(codec))
+        if variant not in SCALABLE_VARIANTS:
+            raise InvalidArgumentError(f"{variant!r} is not a scalable variant ({', '.join(SCALABLE_VARIANTS)})")
+        if any(not key.startswith("decoder") for key in points) or (SCALABLE_VARIANTS[variant] is None and points):
+            raise InvalidArgumentError(f"{variant} puts adapters in the decoder only ({'none' if SCALABLE_VARIANTS[variant] is None else 'g_s'}): g_a stays the base codec's")
+        super().__init__(codec, quality, channels, variant, middle_dim, points, init, info)
+        self.latent_channels = int(latent_channels or spec.latent_channels[quality])
+        self.mask_hidden = int(mask_hidden)
+        self.mask_generator = MaskGenerator(self.latent_channels, spec.latent_coding == "mean-scale", self.mask_hidden)
+
+    @staticmethod
+    def adapter_variant(variant: str) -> str:
+        return SCALABLE_VARIANTS[variant] or "sfma"
+
+    def layout(self) -> dict[str, Any]:
+        return super().layout() | {"latent_channels": self.latent_channels, "mask_hidden": self.mask_hidden}
+
+    def mask(self, indexes: Any, means: Any) -> Any:
+        """The coding mask (bool, the shape of y) for these scale indexes and means."""
+        return self.mask_generator.decide(self.mask_generator.features(indexes, means))
+
+
+def is_scalable(adapters: AdapterSet | None) -> bool:
+    return isinstance(adapters, ScalableAdapters)
+
+
 def _check_choice(kind: str, values: Iterable[Any], allowed: Iterable[Any]) -> tuple:
     values, allowed = tuple(values), tuple(allowed)
     bad = [v for v in values if v not in allowed]
@@ -111,20 +153,26 @@ def build_adapters(
     variant: str = "sfma",
     middle_dim: int = 64,
     stages: Iterable[int] = STAGES,
-    sides: Iterable[str] = SIDES,
+    sides: Iterable[str] | None = None,
     init: str = "identity",
     **info: Any,
 ) -> AdapterSet:
     """New adapters for ``codec`` at quality ``q``: one per (side, stage), untrained.
 
     ``stages`` picks among 1 (1/2 resolution), 2 (1/4) and 3 (1/8); ``sides`` among encoder
-    (g_a) and decoder (g_s). Extra keyword arguments (task, lmbda, ...) go into ``info``.
+    (g_a) and decoder (g_s), both by default. The scalable variants (``scalable-sfma``,
+    ``scalable-mask``) are decoder-only with a mask generator (a ScalableAdapters). Extra keyword
+    arguments (task, lmbda, ...) go into ``info``.
     """
     spec = get_codec(codec)
     spec.check_quality(q)
     stages = _check_choice("stages", stages, STAGES)
-    sides = _check_choice("sides", sides, SIDES)
+    scalable = variant in SCALABLE_VARIANTS
+    sides = _check_choice("sides", sides if sides is not None else (("decoder",) if scalable else SIDES), SIDES)
+    if scalable and SCALABLE_VARIANTS[variant] is None:
+        sides = ()
     points = {
         point_key(side, stage): spec.points(side)[stage - 1] for side in sides for stage in stages
     }
-    return AdapterSet(codec, q, spec.channels[q], variant, middle_dim, points, init, info)
+    kind = ScalableAdapters if scalable else AdapterSet
+    return kind(codec, q, spec.channels[q], variant, middle_dim, points, init, info)

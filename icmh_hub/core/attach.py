@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from ..errors import AttachError, unknown_name
-from .adapter_set import AdapterSet
+from . import scalable
+from .adapter_set import AdapterSet, ScalableAdapters
 from .spec import get_codec
 from .tasks import HUMAN as HUMAN_NAME
 
@@ -114,13 +115,25 @@ class AdaptedCodec(nn.Module):
             self._task = previous
 
     # -- CompressAI's interface, passed through ------------------------------------------------
+    # A scalable task (ScalableAdapters) codes in two layers (icmh_hub.core.scalable): forward and
+    # compress give the base layer's picture and bits, decompress the machine picture from the base
+    # layer, or with layer="full" the human picture from both (its decoder adapters off).
     def forward(self, x: torch.Tensor) -> dict[str, Any]:
+        if isinstance(self.adapters, ScalableAdapters):
+            return scalable.forward_layers(self.base, self.adapters, x)
         return self.base(x)
 
     def compress(self, x: torch.Tensor) -> dict[str, Any]:
+        if isinstance(self.adapters, ScalableAdapters):
+            return scalable.compress_layers(self.base, self.adapters, x)
         return self.base.compress(x)
 
     def decompress(self, strings: Any, shape: Any, **kwargs: Any) -> dict[str, Any]:
+        adapters = self.adapters
+        if isinstance(adapters, ScalableAdapters):
+            layer = kwargs.pop("layer", "base")
+            with self.using(None if layer == "full" else self._task):
+                return scalable.decompress_layers(self.base, adapters, strings, shape, layer)
         return self.base.decompress(strings, shape, **kwargs)
 
     def update(self, scale_table: Any = None, force: bool = False, **kwargs: Any) -> bool:

@@ -29,6 +29,7 @@ SIDES = ("encoder", "decoder")
 # element independently given z_hat (scalable coding can split them); "context" codes them in
 # an autoregressive order (mbt2018, cheng2020) or in groups (ELIC).
 LATENT_CODING = ("mean-scale", "scale", "context")
+SCALABLE_CODINGS = ("mean-scale", "scale")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class CodecSpec:
     ``channels`` maps quality -> N, the width of the features at every insertion point.
     ``pad_multiple``: the input size must be a multiple of it (64 for the 4-stride hyperprior
     codecs); the coding layer pads (``icmh_hub.core.padding``) and crops back.
+    ``latent_channels`` maps quality -> M, the channels of y (needed by scalable coding).
     """
 
     name: str
@@ -48,6 +50,7 @@ class CodecSpec:
     pad_multiple: int = 64
     description: str = ""
     latent_coding: str = "context"
+    latent_channels: Mapping[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.latent_coding not in LATENT_CODING:
@@ -102,6 +105,19 @@ def get_codec(name: str) -> CodecSpec:
 
 def list_codecs() -> list[str]:
     return sorted(_CODECS)
+
+
+def check_scalable(spec: CodecSpec) -> CodecSpec:
+    """Refuse, in one line, a codec whose latents cannot be split into a machine and a human layer."""
+    if spec.latent_coding not in SCALABLE_CODINGS:
+        able = [name for name in list_codecs() if _CODECS[name].latent_coding in SCALABLE_CODINGS]
+        raise InvalidArgumentError(
+            f"{spec.name} codes its latents with a context model (each element depends on decoded neighbours), so "
+            f"they cannot be split into a machine and a human layer; scalable variants need one of: {', '.join(able)}"
+        )
+    if not spec.latent_channels:
+        raise InvalidArgumentError(f"{spec.name} declares no latent_channels (M per quality); scalable variants need them")
+    return spec
 
 
 def describe(spec: CodecSpec) -> dict[str, Any]:

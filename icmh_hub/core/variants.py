@@ -14,3 +14,6 @@ VARIANTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "naive": (("bottleneck",),),
 }
 INITS = ("identity", "reference")
+# scalable coding (core/scalable.py): a mask generator plus decoder adapters of this variant (None: none)
+SCALABLE_VARIANTS: dict[str, str | None] = {"scalable-sfma": "sfma", "scalable-mask": None}
+ALL_VARIANTS = tuple(VARIANTS) + tuple(SCALABLE_VARIANTS)

@@ -30,7 +30,7 @@ from .data import mix_seed
 
 _SCALE, _MEAN_SCALE, _CONTEXT = ScaleHyperprior.forward, MeanScaleHyperprior.forward, JointAutoregressiveHierarchicalPriors.forward
 MIRRORED = (_SCALE, _MEAN_SCALE, _CONTEXT, TIC.forward)
-_Y, _Z = 1, 2  # noise streams
+NOISE_Y, NOISE_Z = 1, 2  # noise streams
 
 
 class SampleNoise:
@@ -54,12 +54,12 @@ def supports_training_forward(model: nn.Module) -> bool:
     return type(model).forward in MIRRORED
 
 
-def _float32(tensor: torch.Tensor):
+def float32_region(tensor: torch.Tensor):
     """No autocast from here: the entropy model and the likelihoods stay float32 under --amp."""
     return torch.autocast(tensor.device.type, enabled=False)
 
 
-def _bottleneck_likelihoods(model: nn.Module, z_noisy: torch.Tensor) -> torch.Tensor:
+def bottleneck_likelihoods(model: nn.Module, z_noisy: torch.Tensor) -> torch.Tensor:
     """The entropy bottleneck's likelihoods of already-noisy z (what its forward computes after
     adding its own noise: channels first, one row of values per channel)."""
     bottleneck = model.entropy_bottleneck
@@ -70,7 +70,7 @@ def _bottleneck_likelihoods(model: nn.Module, z_noisy: torch.Tensor) -> torch.Te
     return likelihood.reshape(channels_first.shape).transpose(0, 1)
 
 
-def _gaussian_likelihoods(model: nn.Module, y_noisy: torch.Tensor, scales: torch.Tensor, means: torch.Tensor | None) -> torch.Tensor:
+def gaussian_likelihoods(model: nn.Module, y_noisy: torch.Tensor, scales: torch.Tensor, means: torch.Tensor | None) -> torch.Tensor:
     conditional = model.gaussian_conditional
     means = None if means is None else means.float()
     likelihood = conditional._likelihood(y_noisy.float(), scales.float(), means)
@@ -79,7 +79,7 @@ def _gaussian_likelihoods(model: nn.Module, y_noisy: torch.Tensor, scales: torch
     return likelihood
 
 
-def _ste(latent: torch.Tensor, centre: torch.Tensor | None) -> torch.Tensor:
+def straight_through(latent: torch.Tensor, centre: torch.Tensor | None) -> torch.Tensor:
     return quantize_ste(latent) if centre is None else quantize_ste(latent - centre) + centre
 
 
@@ -90,11 +90,11 @@ def training_forward(model: nn.Module, x: torch.Tensor, noise: SampleNoise) -> d
         return _own_forward(model, x, noise)
     y = model.g_a(x)
     z = model.h_a(torch.abs(y) if forward is _SCALE else y)
-    with _float32(z):
-        z_likelihoods = _bottleneck_likelihoods(model, z.float() + noise.like(z, _Z))
+    with float32_region(z):
+        z_likelihoods = bottleneck_likelihoods(model, z.float() + noise.like(z, NOISE_Z))
     medians = model.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
-    params = model.h_s(_ste(z, medians))
-    y_noisy = y.float() + noise.like(y, _Y)
+    params = model.h_s(straight_through(z, medians))
+    y_noisy = y.float() + noise.like(y, NOISE_Y)
     if forward is _SCALE:
         scales, means = params, None
     elif forward is _CONTEXT:
@@ -102,9 +102,9 @@ def training_forward(model: nn.Module, x: torch.Tensor, noise: SampleNoise) -> d
         scales, means = model.entropy_parameters(torch.cat((params, context), dim=1)).chunk(2, 1)
     else:
         scales, means = params.chunk(2, 1)
-    with _float32(y):
-        y_likelihoods = _gaussian_likelihoods(model, y_noisy, scales, means)
-    return {"x_hat": model.g_s(_ste(y, means)), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+    with float32_region(y):
+        y_likelihoods = gaussian_likelihoods(model, y_noisy, scales, means)
+    return {"x_hat": model.g_s(straight_through(y, means)), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
 
 def _own_forward(model: nn.Module, x: torch.Tensor, noise: SampleNoise) -> dict[str, Any]:

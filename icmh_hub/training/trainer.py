@@ -37,7 +37,7 @@ from torch import nn
 
 from .._io import atomic_path
 from ..assemble import build_base
-from ..core.adapter_set import STAGES, build_adapters
+from ..core.adapter_set import STAGES, build_adapters, is_scalable
 from ..core.attach import attach
 from ..core.identity import base_digest
 from ..core.rate import estimated_bpp
@@ -49,6 +49,7 @@ from ..hub.index import IndexSpec
 from .data import ImageFolder, step_loader
 from .forward import SampleNoise, supports_training_forward, training_forward
 from .recipes import DEFAULT_RECIPE, Recipe, get_recipe
+from .scalable import scalable_training_forward
 
 CHECKPOINT = "checkpoint.pt"
 _RECIPE_FIELDS = ("lmbda", "epochs", "batch_size", "crop", "lr", "seed", "task_weights")
@@ -218,13 +219,17 @@ class _Loop:
         with torch.no_grad():
             reference = self.features(images)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options.amp):
-            out = training_forward(self.model, images, noise)
+            out = self.forward(images, noise)
             features = self.features(out["x_hat"])
         likelihoods = {k: v.float() for k, v in out["likelihoods"].items()}
         bpp = estimated_bpp(likelihoods, images.shape[-2] * images.shape[-1])
         distortion = self.features.distortion(reference, features)
         loss = bpp + self.recipe.lmbda * distortion
         return loss, StepResult(loss.item(), bpp.item(), distortion.item())
+
+    def forward(self, images: torch.Tensor, noise: SampleNoise) -> dict[str, Any]:
+        """The codec's training forward for one batch (its adapters, if any, hooked in)."""
+        return training_forward(self.model, images, noise)
 
     def train_step(self, images: torch.Tensor) -> StepResult:
         """One optimizer step on the batch of step ``self.step``."""
@@ -394,6 +399,11 @@ class Trainer(_Loop):
     @property
     def model(self) -> nn.Module:
         return self.codec.base
+
+    def forward(self, images: torch.Tensor, noise: SampleNoise) -> dict[str, Any]:
+        if is_scalable(self.adapters):  # rate of the base layer, machine picture from it
+            return scalable_training_forward(self.model, self.adapters, images, noise)
+        return super().forward(images, noise)
 
     def trainable(self) -> Iterable[nn.Parameter]:
         for parameter in self.base.parameters():

@@ -1,0 +1,135 @@
+"""Scalable coding for machines and humans (paper Sec. 4.6 and App. F): one bitstream whose prefix
+serves the machine task and whose whole serves people.
+
+The encoder g_a and the entropy model stay the base codec's, so the full latent y_hat is the base
+codec's. A mask generator (ICMH-Net's spatial-channel mask) maps the entropy parameters that
+h_s(z_hat) predicts to a binary mask over y_hat's (C, H, W):
+
+- base layer: z, and y_hat where the mask is set; the machine picture is g_s (with the decoder
+  SFMAs of ``scalable-sfma``, or plain for the ``scalable-mask`` ablation) of y_hat with every
+  position the base layer does not carry set to its predicted mean (0 for scale-only codecs);
+- enhancement layer: y_hat where the mask is clear; base + enhancement is the whole y_hat, and g_s
+  of it without adapters is the human picture, bit for bit the base codec's.
+
+No mask is sent: the decoder has z_hat and recomputes it. It must come out the same on both
+sides, so it is computed from integers only: the scale indexes (``build_indexes``, the numbers that
+select the entropy coder's tables, which both sides must agree on anyway) and the means rounded to
+integers, through the mask network evaluated in exact fixed-point integer arithmetic
+(``MaskGenerator.decide``). Float summation order (threads, BLAS, hardware) cannot flip a decision.
+Training uses the same network in floating point on the same integer features, with a hard
+Gumbel-softmax (temperature 1) and a straight-through gradient (``MaskGenerator.sample``).
+
+Only codecs whose latents are coded independently given z_hat can be split this way (the spec's
+``latent_coding`` is "mean-scale" or "scale"); autoregressive ones cannot (nor could ICMH-Net).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import BitstreamError, InvalidArgumentError
+from .adapter_set import ScalableAdapters
+from .spec import CodecSpec, get_codec
+
+LAYERS = ("base", "full")
+
+
+# -- the codec's parts, for the hyperprior families that can be split -------------------------
+def hyper_input(model: nn.Module, y: torch.Tensor, spec: CodecSpec) -> torch.Tensor:
+    return torch.abs(y) if spec.latent_coding == "scale" else y
+
+
+def entropy_parameters(model: nn.Module, z_hat: torch.Tensor, spec: CodecSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(scales, means) that h_s predicts from z_hat (means None for scale-only codecs)."""
+    params = model.h_s(z_hat)
+    if spec.latent_coding == "scale":
+        return params, None
+    scales, means = params.chunk(2, 1)
+    return scales, means
+
+
+def _side_information(model: nn.Module, z_hat: torch.Tensor, spec: CodecSpec, adapters: ScalableAdapters):
+    scales, means = entropy_parameters(model, z_hat, spec)
+    indexes = model.gaussian_conditional.build_indexes(scales)
+    return indexes, means, adapters.mask(indexes, means)
+
+
+def _code_part(conditional: nn.Module, y: torch.Tensor, indexes: torch.Tensor, means: torch.Tensor | None,
+               keep: torch.Tensor) -> bytes:
+    """The entropy-coded string of the elements of one image's y where ``keep`` is set (b"" for
+    none: CompressAI's coder cannot code an empty list)."""
+    if not keep.any():
+        return b""
+    chosen = None if means is None else means[keep][None]
+    return conditional.compress(y[keep][None], indexes[keep][None].int(), means=chosen)[0]
+
+
+def _decode_part(conditional: nn.Module, string: bytes, indexes: torch.Tensor, means: torch.Tensor | None,
+                 keep: torch.Tensor, out: torch.Tensor) -> None:
+    count = int(keep.sum())
+    if count == 0:
+        if string:
+            raise BitstreamError("damaged .icmh file: a layer holds bytes for no latent element")
+        return
+    chosen = None if means is None else means[keep][None]
+    out[keep] = conditional.decompress([string], indexes[keep][None].int(), means=chosen)[0].to(out.dtype)
+
+
+@torch.no_grad()
+def compress_layers(model: nn.Module, adapters: ScalableAdapters, x: torch.Tensor) -> dict[str, Any]:
+    """Code (B, 3, H, W) images (H, W multiples of the codec's pad multiple) in two layers:
+    ``strings`` = [base-layer y strings, enhancement y strings, z strings], one per image each."""
+    spec = get_codec(adapters.codec)
+    y = model.g_a(x)
+    z = model.h_a(hyper_input(model, y, spec))
+    z_strings = model.entropy_bottleneck.compress(z)
+    z_hat = model.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+    indexes, means, mask = _side_information(model, z_hat, spec, adapters)
+    conditional = model.gaussian_conditional
+    base, enhancement = [], []
+    for i in range(len(y)):
+        m = None if means is None else means[i]
+        base.append(_code_part(conditional, y[i], indexes[i], m, mask[i]))
+        enhancement.append(_code_part(conditional, y[i], indexes[i], m, ~mask[i]))
+    return {"strings": [base, enhancement, z_strings], "shape": z.shape[-2:], "base_elements": mask.flatten(1).sum(1).tolist()}
+
+
+@torch.no_grad()
+def decompress_layers(model: nn.Module, adapters: ScalableAdapters, strings: list, shape: Any, layer: str = "base") -> dict[str, Any]:
+    """The picture of ``layer``: "base" (y_hat outside the mask at its predicted means; the
+    machine picture when the decoder SFMAs are active) or "full" (all of y_hat: the human picture
+    when no adapter is active). ``strings`` as ``compress_layers`` gives them; for "base" the
+    enhancement strings may be None."""
+    if layer not in LAYERS:
+        raise InvalidArgumentError(f"layer must be one of {', '.join(LAYERS)}, got {layer!r}")
+    spec = get_codec(adapters.codec)
+    base, enhancement, z_strings = strings
+    z_hat = model.entropy_bottleneck.decompress(z_strings, shape)
+    indexes, means, mask = _side_information(model, z_hat, spec, adapters)
+    y_hat = torch.zeros(indexes.shape, dtype=z_hat.dtype, device=z_hat.device) if means is None else means.clone()
+    conditional = model.gaussian_conditional
+    for i in range(len(y_hat)):
+        m = None if means is None else means[i]
+        _decode_part(conditional, base[i], indexes[i], m, mask[i], y_hat[i])
+        if layer == "full":
+            _decode_part(conditional, enhancement[i], indexes[i], m, ~mask[i], y_hat[i])
+    return {"x_hat": model.g_s(y_hat).clamp_(0, 1), "mask": mask}
+
+
+def forward_layers(model: nn.Module, adapters: ScalableAdapters, x: torch.Tensor) -> dict[str, Any]:
+    """The eval-mode forward of the base layer: the machine picture from the rounded latents, and
+    the likelihoods of what the base layer codes (1 where y is not sent: zero bits)."""
+    spec = get_codec(adapters.codec)
+    y = model.g_a(x)
+    z = model.h_a(hyper_input(model, y, spec))
+    z_hat, z_likelihoods = model.entropy_bottleneck(z, training=False)
+    scales, means = entropy_parameters(model, z_hat, spec)
+    y_hat, y_likelihoods = model.gaussian_conditional(y, scales, means=means, training=False)
+    mask = adapters.mask(model.gaussian_conditional.build_indexes(scales), means)
+    unsent = torch.zeros_like(y_hat) if means is None else means
+    x_hat = model.g_s(torch.where(mask, y_hat, unsent))
+    ones = torch.ones_like(y_likelihoods)
+    return {"x_hat": x_hat, "likelihoods": {"y": torch.where(mask, y_likelihoods, ones), "z": z_likelihoods}, "mask": mask}

@@ -1,0 +1,164 @@
+"""Scalable coding (issue 19): the layered codec, its mask, its training forward."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from icmh_hub import InvalidArgumentError, attach, build_adapters, build_base, detach, get_codec
+from icmh_hub.codecs.demo import DEMO_CODEC
+from icmh_hub.core.adapter_set import ScalableAdapters
+from icmh_hub.core.scalable import compress_layers, decompress_layers, entropy_parameters
+from icmh_hub.demo.proxy import make_proxy
+from icmh_hub.training.forward import SampleNoise
+from icmh_hub.training.scalable import scalable_training_forward
+
+from .conftest import coded, hooks_left
+
+Q = 2
+
+
+def scalable(variant: str = "scalable-sfma", keep_logit: float = 0.0, seed: int = 0) -> ScalableAdapters:
+    """Random scalable adapters whose mask keeps about half of y (an untrained generator keeps
+    nearly all of it)."""
+    torch.manual_seed(seed)
+    adapters = build_adapters(DEMO_CODEC, Q, variant=variant, middle_dim=8, init="reference", task="cls")
+    torch.nn.init.constant_(adapters.mask_generator.out.bias, keep_logit)
+    return adapters
+
+
+@pytest.fixture(scope="module")
+def images():
+    return make_proxy(3, 64, seed=4).images
+
+
+def test_variants_are_decoder_only_with_a_mask_generator():
+    sfma, mask_only = scalable(), scalable("scalable-mask")
+    assert sorted(sfma.points) == ["decoder_1", "decoder_2", "decoder_3"] and mask_only.points == {}
+    assert sfma.layout()["variant"] == "scalable-sfma" and sfma.layout()["latent_channels"] == 96
+    assert mask_only.num_parameters() == sum(p.numel() for p in mask_only.mask_generator.parameters()) > 0
+    with pytest.raises(InvalidArgumentError, match="decoder only"):
+        build_adapters(DEMO_CODEC, Q, variant="scalable-sfma", sides=("encoder", "decoder"))
+
+
+@pytest.mark.parametrize("codec", ["mbt2018", "cheng2020-anchor", "elic2022"])
+def test_autoregressive_codecs_are_refused_in_one_line(codec):
+    with pytest.raises(InvalidArgumentError, match="context model.*cannot be split") as info:
+        build_adapters(codec, 1, variant="scalable-sfma")
+    assert "\n" not in str(info.value) and "mbt2018-mean" in str(info.value)
+
+
+def test_full_layers_decode_to_the_base_codecs_picture_bit_for_bit(images):
+    codec = attach(build_base(DEMO_CODEC, Q), DEMO_CODEC, {"cls": scalable()})
+    untouched = build_base(DEMO_CODEC, Q)
+    with torch.no_grad():
+        layers = codec.compress(images)
+        human = codec.decompress(layers["strings"], layers["shape"], layer="full")["x_hat"]
+        machine = codec.decompress([layers["strings"][0], None, layers["strings"][2]], layers["shape"])["x_hat"]
+    _, reference = coded(untouched, images)
+    assert torch.equal(human, reference)
+    assert not torch.equal(machine, reference)  # the base layer alone, through the decoder SFMAs
+    sent = layers["base_elements"]
+    assert all(0 < n < 96 * 4 * 4 for n in sent)  # the mask splits y
+    # the two layers together cost about what the plain codec's y string costs
+    plain = untouched.compress(images)["strings"][0]
+    together = [len(a) + len(b) for a, b in zip(layers["strings"][0], layers["strings"][1])]
+    assert all(abs(t - len(p)) <= 8 for t, p in zip(together, plain)), (together, [len(p) for p in plain])
+
+
+def test_mask_only_variant_decodes_the_base_layer_without_adapters(images):
+    adapters = scalable("scalable-mask")
+    codec = attach(build_base(DEMO_CODEC, Q), DEMO_CODEC, {"cls": adapters})
+    with torch.no_grad():
+        layers = codec.compress(images)
+        machine = codec.decompress(layers["strings"], layers["shape"])["x_hat"]
+        plain = decompress_layers(codec.base, adapters, layers["strings"], layers["shape"], "base")["x_hat"]
+    assert torch.equal(machine, plain)
+
+
+def test_empty_and_full_masks_code(images):
+    for keep, empty in ((-50.0, 0), (50.0, 1)):
+        adapters = scalable(keep_logit=keep)
+        codec = attach(build_base(DEMO_CODEC, Q), DEMO_CODEC, {"cls": adapters})
+        with torch.no_grad():
+            layers = codec.compress(images)
+            human = codec.decompress(layers["strings"], layers["shape"], layer="full")["x_hat"]
+        assert all(s == b"" for s in layers["strings"][empty])  # one layer holds everything
+        _, reference = coded(build_base(DEMO_CODEC, Q), images)
+        assert torch.equal(human, reference)
+
+
+def test_the_integer_mask_follows_the_float_network(images):
+    """The exact fixed-point evaluation is the float network up to rounding of its weights."""
+    adapters = scalable()
+    base = build_base(DEMO_CODEC, Q)
+    generator = adapters.mask_generator
+    with torch.no_grad():
+        z = base.h_a(base.g_a(images))
+        z_hat = base.entropy_bottleneck.decompress(base.entropy_bottleneck.compress(z), z.shape[-2:])
+        scales, means = entropy_parameters(base, z_hat, get_codec(DEMO_CODEC))
+        features = generator.features(base.gaussian_conditional.build_indexes(scales), means)
+        logits = generator.logits(features)
+    decided = generator.decide(features)
+    confident = logits.abs() > 1e-2  # the weights are rounded to 2**-16: logits move by about 1e-3
+    assert torch.equal(decided[confident], (logits > 0)[confident])
+    assert confident.float().mean() > 0.9 and (decided == (logits > 0)).float().mean() > 0.99
+
+
+def test_the_decoder_recomputes_the_encoders_mask_in_another_process(images, tmp_path):
+    """Encoder and decoder in different processes with different thread counts (which change float
+    summation orders) agree on every element of the mask."""
+    adapters = scalable()
+    codec = attach(build_base(DEMO_CODEC, Q), DEMO_CODEC, {"cls": adapters})
+    with torch.no_grad():
+        layers = codec.compress(images)
+        here = decompress_layers(codec.base, adapters, layers["strings"], layers["shape"])["mask"]
+    torch.save({"adapters": adapters.state_dict(), "strings": layers["strings"], "shape": tuple(layers["shape"])}, tmp_path / "coded.pt")
+    script = textwrap.dedent(f"""
+        import torch
+        torch.set_num_threads(2)
+        from icmh_hub import build_adapters, build_base
+        from icmh_hub.core.scalable import decompress_layers
+        saved = torch.load({str(tmp_path / "coded.pt")!r}, weights_only=True)
+        adapters = build_adapters({DEMO_CODEC!r}, {Q}, variant="scalable-sfma", middle_dim=8, task="cls")
+        adapters.load_state_dict(saved["adapters"])
+        out = decompress_layers(build_base({DEMO_CODEC!r}, {Q}), adapters, saved["strings"], saved["shape"], "full")
+        torch.save(out["mask"], {str(tmp_path / "mask.pt")!r})
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, env={"OMP_NUM_THREADS": "2", "PATH": ""})
+    assert torch.equal(torch.load(tmp_path / "mask.pt", weights_only=True), here)
+
+
+def test_detach_gives_back_the_codec_bit_for_bit(images):
+    base, untouched = build_base(DEMO_CODEC, Q), build_base(DEMO_CODEC, Q)
+    codec = attach(base, DEMO_CODEC, {"cls": scalable()})
+    with torch.no_grad():
+        codec.compress(images)
+    back = detach(codec)
+    assert hooks_left(back) == 0
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), untouched.state_dict().values()))
+    assert coded(back, images)[0] == coded(untouched, images)[0]
+
+
+def test_training_forward_counts_the_base_layer_and_trains_only_mask_and_decoder_adapters(images):
+    adapters = scalable(keep_logit=0.0)
+    base = build_base(DEMO_CODEC, Q)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    codec = attach(base, DEMO_CODEC, {"cls": adapters})
+    out = scalable_training_forward(base, adapters, images, SampleNoise(0, 0, range(len(images))))
+    mask = out["mask"]
+    assert set(mask.detach().unique().tolist()) <= {0.0, 1.0} and 0 < mask.detach().mean() < 1
+    bits_y = -torch.log2(out["likelihoods"]["y"])
+    assert torch.all(bits_y[mask.detach() == 0] == 0)  # unsent elements cost nothing
+    (bits_y.sum() + out["x_hat"].square().sum()).backward()
+    assert adapters.mask_generator.out.weight.grad.abs().sum() > 0  # through the straight-through mask
+    assert all(p.grad is not None for p in adapters.adapters.parameters())
+    assert all(p.grad is None for p in base.parameters())
+    again = scalable_training_forward(base, adapters, images, SampleNoise(0, 0, range(len(images))))
+    assert torch.equal(again["mask"], out["mask"])  # the Gumbel noise is the seeded one
+    assert codec.tasks == ["cls"]
