@@ -104,9 +104,10 @@ def test_the_integer_mask_follows_the_float_network(images):
         features = generator.features(base.gaussian_conditional.build_indexes(scales), means)
         logits = generator.logits(features)
     decided = generator.decide(features)
-    confident = logits.abs() > 1e-2  # the weights are rounded to 2**-16: logits move by about 1e-3
-    assert torch.equal(decided[confident], (logits > 0)[confident])
-    assert confident.float().mean() > 0.9 and (decided == (logits > 0)).float().mean() > 0.99
+    differ = decided != (logits > 0)
+    # the weights are rounded to 2**-16: only logits within about 1e-3 of zero may come out differently
+    assert logits[differ].abs().max() < 1e-3 if differ.any() else True
+    assert differ.float().mean() < 0.01
 
 
 def test_the_decoder_recomputes_the_encoders_mask_in_another_process(images, tmp_path):
