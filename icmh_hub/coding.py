@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from .assemble import AdapterArg, adapter_set, build_base, load, random_adapters, registry_adapters
-from .core.adapter_set import AdapterSet
+from .core.adapter_set import AdapterSet, is_scalable
 from .core.attach import AdaptedCodec
 from .core.identity import adapters_digest, base_digest
 from .core.padding import crop, pad, padded_size
@@ -51,13 +51,16 @@ MAX_FILE_BYTES = 1 << 30
 class Coded:
     """A batch through the codec: reconstructions (cropped, in [0, 1]), ``compress()``'s strings,
     and per image the bits of its strings and the likelihood estimate (each ``None`` when not
-    asked for)."""
+    asked for). For a scalable task, ``x_hat`` and ``bits`` are the base layer's (the machine
+    picture), ``x_full`` and ``bits_full`` the whole stream's (the human picture)."""
 
     x_hat: torch.Tensor
     strings: Any
     bits: list[int] | None
     bits_est: list[float] | None
     pixels: int  # per image, unpadded
+    x_full: torch.Tensor | None = None
+    bits_full: list[int] | None = None
 
     @property
     def bpp(self) -> float:
@@ -67,6 +70,10 @@ class Coded:
     @property
     def bpp_est(self) -> float:
         return sum(self.bits_est) / (self.pixels * len(self.bits_est))
+
+    @property
+    def bpp_full(self) -> float | None:
+        return None if self.bits_full is None else sum(self.bits_full) / (self.pixels * len(self.bits_full))
 
 
 def _per_image_bytes(strings: Any, count: int) -> list[int]:
@@ -80,11 +87,12 @@ def code(codec: AdaptedCodec, images: torch.Tensor, bitstream: bool = True, esti
 
     ``bitstream``: really entropy-code and decode (the reconstruction is the decoded one);
     otherwise the forward pass's rounded reconstruction. ``estimate``: also the likelihoods'
-    bits. Both rates count the H x W pixels, not the padding.
+    bits. Both rates count the H x W pixels, not the padding. A scalable task codes in two layers
+    and decodes both (see ``Coded``).
     """
     height, width = images.shape[-2:]
     padded = pad(images, get_codec(codec.codec).pad_multiple)
-    bits_est = bits = strings = None
+    bits_est = bits = strings = x_full = bits_full = None
     x_hat = None
     if estimate or not bitstream:
         out = codec(padded)
@@ -92,10 +100,15 @@ def code(codec: AdaptedCodec, images: torch.Tensor, bitstream: bool = True, esti
         x_hat = out["x_hat"]
     if bitstream:
         compressed = codec.compress(padded)
-        strings = compressed["strings"]
-        bits = [8 * n for n in _per_image_bytes(strings, len(images))]
-        x_hat = codec.decompress(strings, compressed["shape"])["x_hat"]
-    return Coded(crop(x_hat, height, width).clamp(0, 1), strings, bits, bits_est, height * width)
+        strings, shape = compressed["strings"], compressed["shape"]
+        layered = is_scalable(codec.adapters)
+        base_strings = [strings[0], strings[2]] if layered else strings
+        bits = [8 * n for n in _per_image_bytes(base_strings, len(images))]
+        x_hat = codec.decompress(strings, shape)["x_hat"]
+        if layered:
+            bits_full = [8 * n for n in _per_image_bytes(strings, len(images))]
+            x_full = crop(codec.decompress(strings, shape, layer="full")["x_hat"], height, width).clamp(0, 1)
+    return Coded(crop(x_hat, height, width).clamp(0, 1), strings, bits, bits_est, height * width, x_full, bits_full)
 
 
 # -- identities --------------------------------------------------------------------------------

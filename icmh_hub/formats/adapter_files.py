@@ -16,12 +16,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .._io import atomic_path, sha256_of
-from ..core.adapter_set import AdapterSet
+from ..core.adapter_set import AdapterSet, ScalableAdapters
+from ..core.variants import SCALABLE_VARIANTS
 from ..errors import AdapterFileError
 
 FORMAT = "icmh-adapter"
 FORMAT_VERSION = 1
 _LAYOUT_KEYS = ("codec", "quality", "channels", "variant", "middle_dim", "points", "init")
+_SCALABLE_KEYS = ("latent_channels", "mask_hidden")  # also in the files of the scalable variants
 
 
 def save_adapters(adapters: AdapterSet, path: str | os.PathLike, **info: Any) -> Path:
@@ -35,7 +37,7 @@ def save_adapters(adapters: AdapterSet, path: str | os.PathLike, **info: Any) ->
     adapters.info.update(info)
     layout = adapters.layout() | {"init": adapters.init}
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
-    metadata |= {key: json.dumps(layout[key]) for key in _LAYOUT_KEYS}
+    metadata |= {key: json.dumps(layout[key]) for key in _LAYOUT_KEYS + _SCALABLE_KEYS if key in layout}
     metadata["info"] = json.dumps(adapters.info, sort_keys=True, default=str)
     tensors = {name: t.detach().cpu().contiguous() for name, t in adapters.state_dict().items()}
     path = Path(path)
@@ -68,6 +70,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         )
     try:
         meta = {key: json.loads(raw[key]) for key in _LAYOUT_KEYS}
+        meta |= {key: json.loads(raw[key]) for key in _SCALABLE_KEYS if meta["variant"] in SCALABLE_VARIANTS}
         meta["info"] = json.loads(raw.get("info", "{}"))
     except (KeyError, json.JSONDecodeError) as exc:
         raise AdapterFileError(f"{path} has damaged adapter metadata ({exc}); re-download or re-save it") from None
@@ -79,7 +82,8 @@ def load_adapters(path: str | os.PathLike) -> AdapterSet:
     meta = read_metadata(path)
     info = meta.pop("info")
     try:
-        adapters = AdapterSet(**meta, info=info)
+        kind = ScalableAdapters if meta["variant"] in SCALABLE_VARIANTS else AdapterSet
+        adapters = kind(**meta, info=info)
     except (TypeError, ValueError, AttributeError) as exc:
         raise AdapterFileError(f"{path} has adapter metadata that makes no sense ({exc}); the file is damaged") from None
     expected = adapters.state_dict()
