@@ -76,23 +76,23 @@ def _builder_weights(spec: CodecSpec, q: int) -> nn.Module:
         raise CheckpointError(f"the pretrained {spec.name} q{q} weights do not load ({type(exc).__name__}: {exc})") from None
 
 
-def random_adapters(codec: str, q: int, task: str) -> AdapterSet:
+def random_adapters(codec: str, q: int, task: str, variant: str = "sfma") -> AdapterSet:
     """One task's seeded random adapters (PyTorch's default init, so they do change the output),
     drawn from a seed of their own: the same whichever other tasks are loaded beside them (a
     decoder rebuilds only the task a file was coded with)."""
     with torch.random.fork_rng():
         torch.manual_seed(RANDOM_WEIGHTS_SEED + zlib.crc32(task.encode()))
-        return build_adapters(codec, q, init="reference", task=task)
+        return build_adapters(codec, q, variant=variant, init="reference", task=task)
 
 
 def registry_adapters(codec: str, task: str, q: int, lmbda: float | None = None, revision: str | None = None,
-                      index: IndexSpec = None) -> AdapterSet:
+                      index: IndexSpec = None, variant: str | None = None) -> AdapterSet:
     """The registry's adapters for ``task``: resolved, downloaded, verified, checked against the entry."""
-    entry = resolve(codec, task, q, lmbda=lmbda, revision=revision, index=index)
+    entry = resolve(codec, task, q, lmbda=lmbda, revision=revision, index=index, variant=variant)
     adapters = load_adapters(fetch(entry))
-    if (adapters.codec, adapters.quality) != (entry.codec, entry.q) or adapters.task not in (None, entry.task):
+    if (adapters.codec, adapters.quality, adapters.variant) != (entry.codec, entry.q, entry.variant) or adapters.task not in (None, entry.task):
         raise AdapterMismatchError(
-            f"the file of {entry.id} holds adapters for {adapters.codec} q{adapters.quality} "
+            f"the file of {entry.id} holds {adapters.variant} adapters for {adapters.codec} q{adapters.quality} "
             f"task {adapters.task}; the index entry is wrong, fix it"
         )
     return adapters
@@ -106,6 +106,7 @@ def load(
     lmbda: float | None = None,
     revision: str | None = None,
     index: IndexSpec = None,
+    variant: str | None = None,
 ) -> AdaptedCodec:
     """The codec ``codec`` at quality ``q`` with the adapters of ``task`` (or several tasks).
 
@@ -113,15 +114,16 @@ def load(
     ``pretrained=True`` resolves each task in the registry index, downloads and verifies its
     adapter file and builds the base codec with its published weights. ``pretrained=False``
     needs no network: seeded random codec and adapters, what tests and trials of the plumbing
-    need.
+    need. ``variant`` picks entries of that adapter variant (e.g. "scalable-sfma": two-layer
+    coding, core.scalable); by default the registry's non-scalable ones.
     """
     spec = get_codec(codec)
     spec.check_quality(q)
     tasks = [task] if isinstance(task, str) else list(task or [])
     if pretrained:
-        adapters = {name: registry_adapters(spec.name, name, q, lmbda, revision, index) for name in tasks}
+        adapters = {name: registry_adapters(spec.name, name, q, lmbda, revision, index, variant) for name in tasks}
     else:
-        adapters = {name: random_adapters(spec.name, q, name) for name in tasks}
+        adapters = {name: random_adapters(spec.name, q, name, variant or "sfma") for name in tasks}
     return attach(build_base(spec.name, q, pretrained, index), spec.name, adapters, quality=q).eval()
 
 
@@ -136,7 +138,7 @@ def adapter_set(adapter: AdapterArg) -> AdapterSet:
 
 def build_codec(
     codec: str, q: int, task: str | None = None, adapter: AdapterArg = None, pretrained: bool = True,
-    index: IndexSpec = None,
+    index: IndexSpec = None, variant: str | None = None,
 ) -> AdaptedCodec:
     """The codec to code or evaluate with: the base codec plus the adapters of ``task`` from
     ``adapter`` (a file or an AdapterSet), else from the registry, else (``pretrained=False``)
@@ -149,11 +151,13 @@ def build_codec(
             raise InvalidArgumentError("an adapter was given with task 'human'; drop one of them (human vision uses no adapters)")
         task = None
     if adapter is None:
-        return load(spec.name, task, q, pretrained=pretrained, index=index)
+        return load(spec.name, task, q, pretrained=pretrained, index=index, variant=variant)
     adapters = adapter_set(adapter)
     task = task or adapters.task
     if not task:
         raise InvalidArgumentError("the adapter file names no task; say which with --task (e.g. --task cls)")
+    if variant and adapters.variant != variant:
+        raise AdapterMismatchError(f"the adapter file holds {adapters.variant} adapters, not {variant}; drop --variant or give the matching file")
     if adapters.task and adapters.task != task:
         raise AdapterMismatchError(f"the adapter file is for task {adapters.task!r}, not {task!r}; pass --task {adapters.task} or give the matching file")
     return attach(build_base(spec.name, q, pretrained, index), spec.name, {task: adapters}, quality=q).eval()

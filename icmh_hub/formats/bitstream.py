@@ -1,32 +1,44 @@
 """The .icmh container: one coded image, self-describing, safe to parse from untrusted bytes.
 
-Layout (all integers big-endian, every length explicit; no pickle, no JSON):
+Layout of version 2 (all integers big-endian, every length explicit; no pickle, no JSON):
 
     magic        4 bytes   b"ICMH"
-    version      u8        FORMAT_VERSION
+    version      u8        2
     flags        u8        bit 0: base codec weights are pretrained (else the seeded random ones)
+                           bit 1: layered (scalable coding: a base and an enhancement layer)
     adapter kind u8        0 none (human vision), 1 adapter file (sha256 of the file),
                            2 adapters known by their tensors (sha256 of names, shapes and values)
     codec        u8 length + UTF-8
     quality      u8
     task         u8 length + UTF-8 (empty for human vision)
+    variant      u8 length + UTF-8 (the adapters' variant; empty for human vision)
     adapter id   32 bytes  (only when adapter kind is not 0)
     base digest  16 bytes  sha256 prefix of the base codec's state_dict (checked by the decoder)
     height, width, padded height, padded width   u32 each (padding is at the bottom and right)
     image mode   u8        0 RGB, 1 grayscale (coded as RGB, written back as grayscale)
     bit depth    u8        8 or 16 (of the source, so decoding can write the same depth)
-    strings      tree      what the codec's compress() returned under "strings"
-    shape        tree      what it returned under "shape"
-    crc32        u32       of every byte before it
+    shape        tree      what the codec's compress() returned under "shape"
+    crc32        u32       of every header byte before it
+    layers, in order, until the end of the file, each:
+        kind     u8        0 all (a single-layer file), 1 base, 2 enhancement
+        length   u32       of the payload
+        payload  tree      the layer's entropy-coded strings
+        crc32    u32       of the layer's kind, length and payload
+
+A single-layer file holds one "all" layer with compress()'s strings. A layered file holds the
+base layer ([y strings of the base layer, z strings]) and then, optionally, the enhancement layer
+([y strings of the rest]); the header and the base layer alone are themselves a valid file
+(``strip``), so a prefix of the stream serves the machine task and the whole serves people.
+Version 1 files (one CRC at the end, the strings between the header and the shape) still decode.
 
 A tree is one tagged value: 0 bytes (u32 length + data), 1 list (u32 count + items),
 2 int (u32), 3 dict (u32 count + (u8 key length + UTF-8 key + item)). That holds the strings and
 shapes of every CompressAI layout (nested lists of byte strings; torch.Size, lists or dicts of
 them as shapes) without knowing the model.
 
-The checksum is checked before any field is trusted, so a damaged file is rejected before its
-payload reaches CompressAI's range decoder (which does not check its input). Every count and size
-is bounded before anything is allocated, so even a crafted file with a valid checksum gives a
+Checksums are checked before the bytes they cover are trusted, so a damaged file is rejected before
+its payload reaches CompressAI's range decoder (which does not check its input). Every count and
+size is bounded before anything is allocated, so even a crafted file with a valid checksum gives a
 BitstreamError and never a crash, a hang or a huge allocation in this module.
 """
 
@@ -34,14 +46,16 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.identity import BASE_DIGEST_BYTES
 from ..errors import BitstreamError
 
 MAGIC = b"ICMH"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+LAYER_KINDS = ("all", "base", "enhancement")
 SUFFIX = ".icmh"
 MODES = ("RGB", "L")
 DEPTHS = (8, 16)
@@ -77,6 +91,9 @@ class Header:
     padded_width: int
     mode: str = "RGB"
     bits: int = 8
+    variant: str | None = None  # the adapters' variant (None for human vision, and in version 1 files)
+    layered: bool = False  # scalable coding: a base and an enhancement layer
+    layers: tuple[str, ...] = field(default=(), compare=False)  # which layers the file holds (set when reading)
 
     @property
     def pixels(self) -> int:
@@ -102,34 +119,126 @@ class Header:
         )
         _require(self.padded_height * self.padded_width <= MAX_PIXELS, "padded image is too large")
         _require(self.mode in MODES and self.bits in DEPTHS, f"unknown image mode {self.mode}/{self.bits} bit")
+        _require(self.variant is None or (self.task is not None and 0 < len(self.variant.encode()) <= MAX_NAME),
+                 f"bad adapter variant {self.variant!r}")
+        _require(not self.layered or self.task is not None, "a layered file needs the adapters that split its layers")
         return self
 
 
 def pack(header: Header, strings: Any, shape: Any) -> bytes:
-    """The bytes of one .icmh file: ``header`` plus ``compress()``'s ``strings`` and ``shape``."""
+    """The bytes of one .icmh file: ``header`` plus ``compress()``'s ``strings`` and ``shape``
+    (for a layered header, ``strings`` are [base y, enhancement y (or None), z])."""
     header.check()
     out = bytearray(_PREFIX.pack(MAGIC, FORMAT_VERSION))
-    kind = ADAPTER_KINDS.index(header.adapter_kind)
-    out += struct.pack(">BB", int(header.base_pretrained), kind)
+    out += struct.pack(">BB", int(header.base_pretrained) | (2 if header.layered else 0), ADAPTER_KINDS.index(header.adapter_kind))
     _put_name(out, header.codec)
     out += struct.pack(">B", header.quality)
     _put_name(out, header.task or "")
+    _put_name(out, header.variant or "")
     if header.adapter_id is not None:
         out += bytes.fromhex(header.adapter_id)
     out += bytes.fromhex(header.base_digest)
     out += struct.pack(">IIII", header.height, header.width, header.padded_height, header.padded_width)
     out += struct.pack(">BB", MODES.index(header.mode), header.bits)
-    _put_tree(out, strings, 0)
     _put_tree(out, shape, 0)
     _check_shape(shape, header)
     out += _CRC.pack(zlib.crc32(out))
+    if header.layered:
+        _require(isinstance(strings, (list, tuple)) and len(strings) == 3, "layered strings are [base y, enhancement y, z]")
+        out += _layer("base", [strings[0], strings[2]])
+        if strings[1] is not None:
+            out += _layer("enhancement", [strings[1]])
+    else:
+        out += _layer("all", strings)
     return bytes(out)
 
 
+def _layer(kind: str, strings: Any) -> bytes:
+    payload = bytearray()
+    _put_tree(payload, strings, 0)
+    record = bytearray(struct.pack(">BI", LAYER_KINDS.index(kind), len(payload))) + payload
+    return bytes(record + _CRC.pack(zlib.crc32(record)))
+
+
 def unpack(data: bytes) -> tuple[Header, Any, Any]:
-    """Parse and verify a .icmh file: (header, strings, shape). Any defect is a BitstreamError."""
-    view = _verified_body(data)
-    reader = _Reader(view)
+    """Parse and verify a .icmh file: (header, strings, shape). Any defect is a BitstreamError.
+    For a layered file ``strings`` are [base y, enhancement y or None, z]."""
+    header, layers, shape, _ = _parse(data)
+    if not header.layered:
+        return header, layers["all"], shape
+    base = layers["base"]
+    _require(isinstance(base, list) and len(base) == 2, "the base layer holds [y strings, z strings]")
+    enhancement = layers.get("enhancement")
+    _require(enhancement is None or (isinstance(enhancement, list) and len(enhancement) == 1),
+             "the enhancement layer holds [y strings]")
+    return header, [base[0], None if enhancement is None else enhancement[0], base[1]], shape
+
+
+def strip(data: bytes, layer: str = "base") -> bytes:
+    """A layered file cut down to its header and base layer, bytes as they were (no re-encoding)."""
+    if layer != "base":
+        raise BitstreamError(f"only the enhancement layer can be stripped (keeping --layer base), not {layer!r}")
+    header, _, _, ends = _parse(data)
+    if not header.layered:
+        raise BitstreamError("this file has a single layer (it was not coded with a scalable variant); there is nothing to strip")
+    return bytes(data[: ends["base"]])
+
+
+def _parse(data: bytes) -> tuple[Header, dict[str, Any], Any, dict[str, int]]:
+    """(header, layer kind -> strings tree, shape, layer kind -> end offset in ``data``)."""
+    data = _prefix_checked(data)
+    if data[len(MAGIC)] == 1:
+        header, strings, shape = _unpack_version_1(data)
+        return header, {"all": strings}, shape, {"all": len(data)}
+    reader = _Reader(memoryview(data), _PREFIX.size)
+    flags, kind = reader.unpack(">BB")
+    _require(flags < 4, "unknown flags")
+    _require(kind < len(ADAPTER_KINDS), f"unknown adapter kind {kind}")
+    codec = reader.name()
+    (quality,) = reader.unpack(">B")
+    task = reader.name() or None
+    variant = reader.name() or None
+    adapter_id = reader.take(32).hex() if kind else None
+    base_digest = reader.take(BASE_DIGEST_BYTES).hex()
+    height, width, padded_height, padded_width = reader.unpack(">IIII")
+    mode, bits = reader.unpack(">BB")
+    _require(mode < len(MODES), f"unknown image mode {mode}")
+    shape = reader.tree(0)
+    (stored,) = reader.unpack(">I")
+    if zlib.crc32(data[: reader.pos - _CRC.size]) != stored:
+        raise BitstreamError("corrupted .icmh file (header checksum mismatch); the file was damaged after it was written")
+    layers, ends = {}, {}
+    while not reader.at_end():
+        start = reader.pos
+        layer, length = reader.unpack(">BI")
+        _require(layer < len(LAYER_KINDS), f"unknown layer kind {layer}")
+        _require(length + _CRC.size <= reader.remaining(), f"truncated {LAYER_KINDS[layer]} layer")
+        payload = _Reader(memoryview(data)[reader.pos : reader.pos + length])
+        reader.take(length)
+        (stored,) = reader.unpack(">I")
+        if zlib.crc32(data[start : reader.pos - _CRC.size]) != stored:
+            raise BitstreamError(f"corrupted or truncated .icmh file ({LAYER_KINDS[layer]} layer checksum mismatch)")
+        strings = payload.tree(0)
+        _require(payload.at_end(), f"unexpected bytes in the {LAYER_KINDS[layer]} layer")
+        layers[LAYER_KINDS[layer]] = strings
+        ends[LAYER_KINDS[layer]] = reader.pos
+    order = tuple(layers)
+    expected = (("base",), ("base", "enhancement")) if flags & 2 else (("all",),)
+    _require(order in expected, f"layers {list(order) or 'none'} where the header announces {' or '.join(map(str, expected))}")
+    header = Header(
+        codec, quality, task, ADAPTER_KINDS[kind], adapter_id, bool(flags & 1), base_digest,
+        height, width, padded_height, padded_width, MODES[mode], bits, variant, bool(flags & 2), order,
+    ).check()
+    _check_shape(shape, header)
+    return header, layers, shape, ends
+
+
+def _unpack_version_1(data: bytes) -> tuple[Header, Any, Any]:
+    """A version 1 file: one checksum at the end, the strings before the shape."""
+    (stored,) = _CRC.unpack_from(data, len(data) - _CRC.size)
+    if zlib.crc32(data[: -_CRC.size]) != stored:
+        raise BitstreamError("corrupted or truncated .icmh file (checksum mismatch); the file was damaged after it was written")
+    reader = _Reader(memoryview(data)[: -_CRC.size], _PREFIX.size)
     pretrained, kind = reader.unpack(">BB")
     _require(pretrained in (0, 1), "unknown flags")
     _require(kind < len(ADAPTER_KINDS), f"unknown adapter kind {kind}")
@@ -143,7 +252,7 @@ def unpack(data: bytes) -> tuple[Header, Any, Any]:
     _require(mode < len(MODES), f"unknown image mode {mode}")
     header = Header(
         codec, quality, task, ADAPTER_KINDS[kind], adapter_id, bool(pretrained), base_digest,
-        height, width, padded_height, padded_width, MODES[mode], bits,
+        height, width, padded_height, padded_width, MODES[mode], bits, layers=("all",),
     ).check()
     strings = reader.tree(0)
     shape = reader.tree(0)
@@ -175,8 +284,8 @@ def _is_hex(value: str | None, num_bytes: int) -> bool:
     return True
 
 
-def _verified_body(data: bytes) -> memoryview:
-    """The bytes between the prefix and the checksum, after checking magic, version and crc32."""
+def _prefix_checked(data: bytes) -> bytes:
+    """``data`` as bytes, after checking its type, magic and version."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"expected the bytes of a .icmh file, got {type(data).__name__}")
     data = bytes(data)
@@ -192,12 +301,9 @@ def _verified_body(data: bytes) -> memoryview:
             f".icmh format version {version} is newer than this icmh-hub reads ({FORMAT_VERSION}); "
             "upgrade icmh-hub (pip install -U icmh-hub)"
         )
-    if version != FORMAT_VERSION:
-        raise BitstreamError(f"unknown .icmh format version {version}; this icmh-hub reads version {FORMAT_VERSION}")
-    (stored,) = _CRC.unpack_from(data, len(data) - _CRC.size)
-    if zlib.crc32(data[: -_CRC.size]) != stored:
-        raise BitstreamError("corrupted or truncated .icmh file (checksum mismatch); the file was damaged after it was written")
-    return memoryview(data)[_PREFIX.size : -_CRC.size]
+    if version not in READABLE_VERSIONS:
+        raise BitstreamError(f"unknown .icmh format version {version}; this icmh-hub reads versions {', '.join(map(str, READABLE_VERSIONS))}")
+    return data
 
 
 def _put_name(out: bytearray, name: str) -> None:
@@ -260,8 +366,8 @@ def _int_lists(value: Any):
 class _Reader:
     """Reads from a memoryview; running past the end is a BitstreamError, never an IndexError."""
 
-    def __init__(self, view: memoryview) -> None:
-        self.view, self.pos = view, 0
+    def __init__(self, view: memoryview, pos: int = 0) -> None:
+        self.view, self.pos = view, pos
 
     def remaining(self) -> int:
         return len(self.view) - self.pos

@@ -25,6 +25,7 @@ from typing import Any
 
 from .._io import atomic_write_json
 from ..core.spec import list_codecs
+from ..core.variants import SCALABLE_VARIANTS
 from ..errors import MissingFileError, RegistryError, unknown_name
 from . import schema, transport
 
@@ -77,9 +78,9 @@ class Entry:
         return {key: data[key] for key in schema.ENTRY_KEYS}
 
     @property
-    def key(self) -> tuple[str, str, int, float | None]:
-        """What ``load()`` selects by: (codec, task, q, lambda); one entry per key in a merged index."""
-        return self.codec, self.task, self.q, None if self.lmbda is None else float(f"{self.lmbda:.9g}")
+    def key(self) -> tuple[str, str, int, float | None, str]:
+        """What ``load()`` selects by: (codec, task, q, lambda, variant); one entry per key in a merged index."""
+        return self.codec, self.task, self.q, None if self.lmbda is None else float(f"{self.lmbda:.9g}"), self.variant
 
     @property
     def revision(self) -> str | None:
@@ -248,12 +249,14 @@ def _known_codecs(entries: Iterable[Entry]) -> list[str]:
 
 
 def resolve(
-    codec: str, task: str, q: int, lmbda: float | None = None, revision: str | None = None, index: IndexSpec = None
+    codec: str, task: str, q: int, lmbda: float | None = None, revision: str | None = None, index: IndexSpec = None,
+    variant: str | None = None,
 ) -> Entry:
-    """The entry for ``codec``/``task``/``q`` (and ``lmbda`` / ``revision`` when given).
+    """The entry for ``codec``/``task``/``q`` (and ``lmbda`` / ``revision`` / ``variant`` when given).
 
     Unknown names list the closest ones and what exists. Without ``lmbda``, a published entry
-    is preferred to a recipe; two published ones with different lambdas need ``lmbda``.
+    is preferred to a recipe; two published ones with different lambdas need ``lmbda``. Without
+    ``variant``, scalable entries (two-layer files) are left out: they are asked for by name.
     """
     entries = list(load_index(index).entries.values())
     if codec not in _known_codecs(entries):
@@ -267,6 +270,11 @@ def resolve(
     if q not in qualities:
         raise unknown_name(f"quality for {codec}/{task}", q, qualities, hint=f"`icmh-hub list --codec {codec} --task {task}` shows them.")
     chosen = [e for e in of_task if e.q == q]
+    variants = sorted({e.variant for e in chosen})
+    chosen = [e for e in chosen if e.variant == variant] if variant else [e for e in chosen if e.variant not in SCALABLE_VARIANTS]
+    if not chosen:
+        raise unknown_name(f"variant for {codec}/{task}/q{q}", variant, variants,
+                           hint="Scalable entries are loaded with variant='scalable-sfma' (--variant).")
     if lmbda is not None:
         lambdas = [e.lmbda for e in chosen]
         chosen = [e for e in chosen if e.lmbda is not None and math.isclose(e.lmbda, lmbda, rel_tol=1e-6)]
