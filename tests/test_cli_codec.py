@@ -39,7 +39,7 @@ def test_compress_and_decompress_a_directory(tmp_path, images):
     coded = sorted((tmp_path / "coded").glob("*.icmh"))
     assert [p.name for p in coded] == ["a.icmh", "b.icmh", "c.icmh"]
     assert "bpp(file)" in result.stdout and "bpp(strings)" in result.stdout
-    assert "alpha channel dropped" in result.stderr  # c.webp has alpha
+    assert "alpha channel is dropped" in result.stderr  # c.webp has alpha
     assert {read_header(p.read_bytes()).task for p in coded} == {"cls"}
     result = _run("decompress", tmp_path / "coded", "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
