@@ -144,16 +144,14 @@ def code(codec: AdaptedCodec, images: torch.Tensor, bitstream: bool = True, esti
             strings = compressed["strings"]
             bits = [8 * n for n in _per_image_bytes(strings, len(images))]
             x_hat = codec.decompress(strings, compressed["shape"])["x_hat"]
-    _check_finite(x_hat)
+    _check_finite(x_hat, "the codec's weights or adapters hold non-finite values")
     return Coded(crop(x_hat, height, width).clamp(0, 1), strings, bits, bits_est, height * width)
 
 
-def _check_finite(x_hat: torch.Tensor) -> None:
+def _check_finite(x_hat: torch.Tensor, cause: str) -> None:
+    """A reconstruction with NaN or infinite pixels is an error (a PNG would show it black)."""
     if not torch.isfinite(x_hat).all():
-        raise NumericalError(
-            "the reconstruction holds NaN or infinite pixels: the codec's weights or adapters hold non-finite "
-            "values, or (decoding a file) the file is damaged"
-        )
+        raise NumericalError(f"the reconstruction holds NaN or infinite pixels: {cause}")
 
 
 # -- identities --------------------------------------------------------------------------------
@@ -333,7 +331,7 @@ class Decoder:
         expected = (1, 3, header.padded_height, header.padded_width)
         if tuple(x_hat.shape) != expected:
             raise BitstreamError(f"the payload decodes to shape {tuple(x_hat.shape)}, the header says {expected}; the file is damaged")
-        _check_finite(x_hat)
+        _check_finite(x_hat, "the file is damaged, or the codec's weights or adapters hold non-finite values")
         return Decoded(crop(x_hat, header.height, header.width).clamp(0, 1).cpu(), header)
 
     # -- which task, codec and adapters ---------------------------------------------------------

@@ -15,7 +15,8 @@ _BYPASS_BITS, _BYPASS_MAX = 4, 15
 
 def decode(data: bytes, indexes: list[int], cdfs: list[list[int]], sizes: list[int], offsets: list[int]) -> tuple[list[int], int]:
     """(decoded values, bytes read from the start of ``data``)."""
-    words = struct.unpack(f"<{len(data) // 4}I", data[: len(data) // 4 * 4])
+    data = data + bytes(-len(data) % 4)  # a last partial word reads as if zero-padded
+    words = struct.unpack(f"<{len(data) // 4}I", data)
     position = 0
 
     def word() -> int:
