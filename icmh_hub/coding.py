@@ -59,36 +59,35 @@ MAX_LATENTS = 64  # latent strings per file (ELIC has 11)
 
 MEMORY_BUDGET_MB = 8000
 FIXED_MB = 1200  # Python, torch and a codec's weights: the most benchmarks.memory measured, rounded up
-# Peak memory of compress or decompress (the larger, task adapters on), MB per megapixel, by codec
-# and channel width N, measured by benchmarks.memory and rounded up (README, "Memory per image").
-MB_PER_MEGAPIXEL: dict[tuple[str, int], int] = {
-    ("mbt2018-mean", 128): 900, ("mbt2018-mean", 192): 1000, ("bmshj2018-hyperprior", 192): 1000,
-    ("mbt2018-mean-demo", 32): 650,
+# Peak memory of compress or decompress (the larger, task adapters on, at the family's widest
+# quality), MB per megapixel, measured by benchmarks.memory and rounded up to 50 (README, "Memory
+# and the pixel limit").
+MB_PER_MEGAPIXEL: dict[str, int] = {
+    "mbt2018-mean": 1000, "bmshj2018-hyperprior": 1000, "mbt2018": 1050, "cheng2020-anchor": 1000,
+    "mbt2018-mean-demo": 650,
 }
 _PAYLOAD_ERRORS = (RuntimeError, ValueError, IndexError, TypeError, KeyError, OverflowError, AssertionError, AttributeError)
 
 
-def memory_per_megapixel(codec: str, quality: int) -> int:
-    """MB per megapixel that coding with ``codec`` at ``quality`` takes (the largest measured, for a
-    codec the table does not have)."""
-    spec = get_codec(codec)
-    return MB_PER_MEGAPIXEL.get((spec.name, spec.channels.get(quality)), max(MB_PER_MEGAPIXEL.values()))
+def memory_per_megapixel(codec: str) -> int:
+    """MB per megapixel that coding with ``codec`` takes (the largest measured, for a codec the
+    table does not have)."""
+    return MB_PER_MEGAPIXEL.get(get_codec(codec).name, max(MB_PER_MEGAPIXEL.values()))
 
 
-def pixel_limit(codec: str, quality: int) -> int:
-    """The most pixels ``codec`` at ``quality`` codes within ``MEMORY_BUDGET_MB`` (the default of --max-pixels)."""
-    return int((MEMORY_BUDGET_MB - FIXED_MB) / memory_per_megapixel(codec, quality) * 1e6)
+def pixel_limit(codec: str) -> int:
+    """The most pixels ``codec`` codes within ``MEMORY_BUDGET_MB`` (what --max-pixels defaults to)."""
+    return int((MEMORY_BUDGET_MB - FIXED_MB) / memory_per_megapixel(codec) * 1e6)
 
 
-def _limit(codec: str, quality: int, max_pixels: int | None) -> tuple[int, str]:
+def _limit(codec: str, max_pixels: int | None) -> tuple[int, str]:
     """(pixel limit, what it protects) for ``max_pixels`` or the codec's default."""
     if max_pixels is not None:
         if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
             raise InvalidArgumentError(f"max_pixels must be a positive integer, got {max_pixels!r}")
         return max_pixels, ""
-    per_mp = memory_per_megapixel(codec, quality)
-    return pixel_limit(codec, quality), (
-        f" that {codec} q{quality} codes within {MEMORY_BUDGET_MB / 1000:.0f} GB of memory (about {per_mp} MB per MP)"
+    return pixel_limit(codec), (
+        f" that {codec} codes within {MEMORY_BUDGET_MB / 1000:.0f} GB of memory (about {memory_per_megapixel(codec)} MB per MP)"
     )
 
 
@@ -218,7 +217,7 @@ class Encoder:
             pretrained = self.base_digest != random_base_digest(codec.codec, codec.quality)
         self.pretrained = bool(pretrained)
         self.adapter_kind, self.adapter_id = adapter_identity(codec.adapters)
-        self.max_pixels, self.limit_reason = _limit(codec.codec, codec.quality, max_pixels)
+        self.max_pixels, self.limit_reason = _limit(codec.codec, max_pixels)
 
     def encode(self, image: Any, info: ImageInfo | None = None) -> Encoded:
         """Code ``image`` (tensor in [0, 1], PIL image or path) into a .icmh file's bytes.
@@ -304,7 +303,7 @@ class Decoder:
             data = read_bitstream(data)
         header, strings, shape = unpack(data)
         spec = _spec_for(header)
-        limit, why = _limit(spec.name, header.quality, self.max_pixels)
+        limit, why = _limit(spec.name, self.max_pixels)
         check_pixels(header.height, header.width, limit, "the coded image", why)
         _check_payload(spec, header, strings, shape)
         task = self._task_for(header)

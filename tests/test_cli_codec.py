@@ -167,6 +167,10 @@ def test_an_output_that_is_an_input_is_refused_even_with_force(tmp_path, images)
     data = coded.read_bytes()
     result = _run("compress", coded, "-o", coded, *FAST, "--force")
     assert result.exit_code == 1 and "is also an input" in result.stderr
+    link = tmp_path / "link.icmh"
+    os.link(images / "a.png", link)  # another name of the input
+    result = _run("compress", images / "a.png", "-o", link, *FAST, "--force")
+    assert result.exit_code == 1 and "link.icmh is also an input" in result.stderr
     checkpoint = tmp_path / "ckpt.pth.tar"
     checkpoint.write_bytes(b"not read")
     result = _run("convert", checkpoint, "--q", "1", "--task", "cls", "-o", checkpoint, "--force")

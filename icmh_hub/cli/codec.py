@@ -65,11 +65,19 @@ def refuse_inputs_as_outputs(inputs: Iterable[Path], outputs: Iterable[Path]) ->
     """An output that is one of the inputs (the same path, or a link to the same file) is refused,
     ``--force`` or not: the input would be gone before it is read."""
     sources = {Path(p).resolve() for p in inputs}
-    for output in outputs:
-        output = Path(output)
-        same = output.resolve() in sources or (output.exists() and any(output.samefile(p) for p in sources if p.exists()))
-        if same:
+    files = {_file_identity(p) for p in sources} - {None}
+    for output in map(Path, outputs):
+        if output.resolve() in sources or _file_identity(output) in files:
             raise OutputExistsError(f"{output} is also an input; write the outputs somewhere else (-o)")
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file: the same for every name (link) it has."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def publish(target: Path, write: Callable[[Path], None], force: bool) -> None:

@@ -26,8 +26,11 @@ them as shapes) without knowing the model.
 
 The checksum is checked before any field is trusted, so a damaged file is rejected before its
 payload reaches CompressAI's range decoder (which does not check its input). Every count and size
-is bounded before anything is allocated, so even a crafted file with a valid checksum gives a
-BitstreamError and never a crash, a hang or a huge allocation in this module.
+is bounded before anything is allocated, so parsing even a crafted file with a valid checksum
+gives a BitstreamError or a header that passes every range check, never a crash, a hang or a
+huge allocation. What a parsed payload may then ask of the entropy decoder is bounded by
+``icmh_hub.coding`` (layout against the header and codec, pixel limit) and
+``icmh_hub.formats.rans`` (how far the decoder may read each string).
 """
 
 from __future__ import annotations
