@@ -138,10 +138,11 @@ def crafted(draw, files) -> bytes:
         strings = [latent * 2 for latent in strings]
     elif structure == "random":
         strings = draw(TREE)
-    if draw(st.integers(0, 7)) == 0:  # the other header fields too
-        fields |= {"flags": draw(st.integers(0, 3)), "kind": draw(st.integers(0, 3)), "quality": draw(st.integers(0, 255)),
-                   "mode": draw(st.integers(0, 3)), "bits": draw(st.sampled_from([0, 8, 12, 16, 255]))}
-        if fields["kind"] and len(fields.get("adapter_id", header.adapter_id or "")) != 32:
+    field = draw(st.sampled_from([None] * 12 + ["flags", "kind", "quality", "mode", "bits"]))
+    if field is not None:  # one of the other header fields too
+        fields[field] = draw({"flags": st.integers(0, 3), "kind": st.integers(0, 3), "quality": st.integers(0, 255),
+                              "mode": st.integers(0, 3), "bits": st.sampled_from([0, 8, 12, 16, 255])}[field])
+        if field == "kind" and fields["kind"] and not header.adapter_id:
             fields["adapter_id"] = draw(st.binary(min_size=32, max_size=32))
     return _write(header, strings, shape, **fields)
 

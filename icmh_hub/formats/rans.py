@@ -7,16 +7,18 @@ string too short for the symbols it is asked for makes it read past the end of t
 or more (the loop that counts a large value's 4-bit pieces shifts by 32 bits, which x86 reads
 as a shift by 0), and NaN latents become such symbols.
 
-**How far the decoder reads.** Its state is 64 bits; a word is read whenever the state falls
-below 2**31. Decoding a symbol (``Rans64DecAdvance``) reads at most one word. An escape symbol
-(a value outside its table) then reads 4-bit pieces (``Rans64DecGetBits``, at most one word
-each, at most one word per 8 pieces): a count, continued for as long as a piece is 15, then
-that many raw pieces. A count can run on only through pieces that are 15, and after the
-string's end the words read are zero, so there it stops at the first word read: at most 10
-count pieces, 150 raw ones. Inside the string each word read can add 8 count pieces. Adding it
-up, a string of L bytes decoding N symbols is read for at most ``max_read(L, N)`` =
-16 L + 88 N + 64 bytes (tests/test_rans.py checks the bound with a replica of the decoder that
-counts its reads, and the replica against the decoder, symbol for symbol).
+**How far the decoder reads.** Its state is 64 bits; a 32-bit word is read (into the low bits)
+whenever the state falls below 2**31. Decoding a symbol (``Rans64DecAdvance``) reads at most
+one word. An escape symbol (a value outside its table) then takes 4-bit pieces from the low
+bits (``Rans64DecGetBits``; a word per 8 pieces at most, plus one): a count, continued for as
+long as a piece is 15, then as many raw pieces as the count says. Before its first word read a
+count takes at most 9 pieces; after the string's end the words read are zero, so the next piece
+ends the count: at most 10 count pieces there, hence at most 149 raw ones. Inside the string,
+each data word read adds at most 8 count pieces. So G, all pieces taken, is at most
+16 (10 N + 8 D) for N symbols and D data words, the words read at most 2 + 2 N + G / 8, and a
+string of L bytes decoding N symbols is read for at most ``max_read(L, N)`` = 16 L + 88 N + 64
+bytes (tests/test_rans.py checks the bound with a replica of the decoder that counts its reads,
+and the replica against the decoder, symbol for symbol; all-0xFF strings come within 20% of it).
 
 So ``bounded_decoding`` hands every string to the decoder followed by zero bytes up to that
 bound (a decoder that stays inside the string decodes exactly what it did without them), with
