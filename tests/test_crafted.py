@@ -2,13 +2,16 @@
 lengths and bytes, built from real files of several codecs), decoded by ``icmh-hub decompress``
 in a subprocess: each file is refused with one ``error:`` line of our own or decodes to a PNG;
 the process never ends in a signal, never hangs, never prints a traceback, never grows past a
-memory bound. Many files per subprocess (a Python + torch start is seconds).
+memory bound. Many files per subprocess (a Python + torch start is seconds). The subprocess runs
+offline (HF_HUB_OFFLINE=1): a header that names pretrained weights which are not here gets a
+DownloadError instead of a download attempt.
 
 The default run decodes one batch (the issue's recipes plus hypothesis-drawn files); the slow
 run (``pytest -m slow``) 14 batches of 40 over more codecs (autoregressive, ELIC, TIC)."""
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
@@ -162,7 +165,8 @@ def _decode_batch(datas: list[bytes], max_pixels: int = MAX_PIXELS) -> None:
             (inputs / f"f{i:03d}.icmh").write_bytes(data)
         command = [sys.executable, "-c", RUNNER, "decompress", str(inputs), "-o", str(Path(folder) / "out"), "--max-pixels", str(max_pixels)]
         try:
-            process = subprocess.run(command, capture_output=True, text=True, timeout=BATCH_SECONDS)
+            process = subprocess.run(command, capture_output=True, text=True, timeout=BATCH_SECONDS,
+                                     env=dict(os.environ, HF_HUB_OFFLINE="1"))
         except subprocess.TimeoutExpired:
             COUNTS["hangs"] += 1
             raise AssertionError(f"decoding {len(datas)} crafted files took over {BATCH_SECONDS} s") from None
