@@ -6,7 +6,21 @@ the benchmarks measure rates and accuracies through it, on the same bytes ``icmh
 writes.
 
 ``encode`` / ``decode`` wrap the same steps in the .icmh container, finding the codec and
-adapters by themselves.
+adapters by themselves. With a scalable task (``scalable-sfma`` / ``scalable-mask``) the file has
+two layers: decoding its base layer gives the machine picture, both layers the human one (the
+base codec's decode, bit for bit); ``strip`` cuts a file down to its base layer.
+
+Untrusted files cannot drive the decoder out of bounds: the header's image size is held to the
+pixel limit, the payload must be laid out as the codec lays out one image of that size (one
+string per latent, latent grids of 1/16 and 1/64 of the padded size), and the entropy decoder
+reads every string with the zero padding that bounds how far it can read
+(``icmh_hub.formats.rans``). A crafted file is refused with one error or decodes to a wrong
+picture. The encoder refuses latents and scales the entropy coder cannot take (NaN, infinities,
+values it would loop on), and both sides refuse a reconstruction that is not finite.
+
+Pixel limits: coding takes memory in proportion to the pixels (``benchmarks.memory`` measures
+it per codec family), so ``Encoder`` and ``Decoder`` refuse, before allocating, an image larger
+than what fits in ``MEMORY_BUDGET_MB`` (``pixel_limit``); ``max_pixels`` sets another limit.
 
 The encoder records which base weights (pretrained or icmh-hub's seeded random ones, plus a digest
 of them) and which adapters (sha256 of the adapter file, or of the tensors for adapters that never
@@ -32,16 +46,52 @@ from .core.attach import AdaptedCodec
 from .core.identity import adapters_digest, base_digest
 from .core.padding import crop, pad, padded_size
 from .core.rate import estimated_bits, string_bytes
-from .core.spec import CodecSpec, get_codec
+from .core.spec import SCALABLE_CODINGS, CodecSpec, get_codec
 from .core.tasks import HUMAN
-from .errors import BitstreamError, InvalidArgumentError, MissingFileError
+from .errors import BitstreamError, IcmhError, InvalidArgumentError, MissingFileError, NumericalError
 from .formats.adapter_files import load_adapters
-from .formats.bitstream import Header, pack, unpack
-from .formats.images import ImageInfo, as_batch, pil_to_tensor, read_image
+from .formats.bitstream import Header, layer_bytes, pack, shape_dims, unpack
+from .formats.images import ImageInfo, as_batch, check_pixels, pil_to_tensor, read_image
+from .formats.rans import bounded_decoding, checked_encoding
 from .hub.fetch import fetch
 from .hub.index import IndexSpec, find_by_sha256
 
 MAX_FILE_BYTES = 1 << 30
+MAX_LATENTS = 64  # latent strings per file (ELIC has 11)
+
+MEMORY_BUDGET_MB = 8000
+FIXED_MB = 1200  # Python, torch and a codec's weights: the most benchmarks.memory measured, rounded up
+# Peak memory of compress or decompress (the larger, task adapters on, at the family's widest
+# quality), MB per megapixel, measured by benchmarks.memory and rounded up to 50 (README, "Memory
+# and the pixel limit").
+MB_PER_MEGAPIXEL: dict[str, int] = {
+    "mbt2018-mean": 950, "bmshj2018-hyperprior": 950, "mbt2018": 1000, "cheng2020-anchor": 950,
+    "cheng2020-attn": 1100, "elic2022": 950, "tic": 2200, "mbt2018-mean-demo": 650,
+}
+SAFETY = 1.15  # the line through 0.5 and 1 MP fell short of the peak at 2 MP by up to 5.5%
+_PAYLOAD_ERRORS = (RuntimeError, ValueError, IndexError, TypeError, KeyError, OverflowError, AssertionError, AttributeError)
+
+
+def memory_per_megapixel(codec: str) -> int:
+    """MB per megapixel that coding with ``codec`` takes (the largest measured, for a codec the
+    table does not have)."""
+    return MB_PER_MEGAPIXEL.get(get_codec(codec).name, max(MB_PER_MEGAPIXEL.values()))
+
+
+def pixel_limit(codec: str) -> int:
+    """The most pixels ``codec`` codes within ``MEMORY_BUDGET_MB`` (what --max-pixels defaults to)."""
+    return int((MEMORY_BUDGET_MB - FIXED_MB) / (SAFETY * memory_per_megapixel(codec)) * 1e6)
+
+
+def _limit(codec: str, max_pixels: int | None) -> tuple[int, str]:
+    """(pixel limit, what it protects) for ``max_pixels`` or the codec's default."""
+    if max_pixels is not None:
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+            raise InvalidArgumentError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+        return max_pixels, ""
+    return pixel_limit(codec), (
+        f" that {codec} codes within {MEMORY_BUDGET_MB / 1000:.0f} GB of memory (about {memory_per_megapixel(codec)} MB per MP)"
+    )
 
 
 # -- the in-memory coder -----------------------------------------------------------------------
@@ -73,6 +123,7 @@ class Coded:
 
     @property
     def bpp_full(self) -> float | None:
+        """Bits per pixel of both layers (None unless the task is scalable)."""
         return None if self.bits_full is None else sum(self.bits_full) / (self.pixels * len(self.bits_full))
 
 
@@ -94,21 +145,31 @@ def code(codec: AdaptedCodec, images: torch.Tensor, bitstream: bool = True, esti
     padded = pad(images, get_codec(codec.codec).pad_multiple)
     bits_est = bits = strings = x_full = bits_full = None
     x_hat = None
-    if estimate or not bitstream:
-        out = codec(padded)
-        bits_est = [float(b) for b in estimated_bits(out["likelihoods"])]
-        x_hat = out["x_hat"]
-    if bitstream:
-        compressed = codec.compress(padded)
-        strings, shape = compressed["strings"], compressed["shape"]
-        layered = is_scalable(codec.adapters)
-        base_strings = [strings[0], strings[2]] if layered else strings
-        bits = [8 * n for n in _per_image_bytes(base_strings, len(images))]
-        x_hat = codec.decompress(strings, shape)["x_hat"]
-        if layered:
-            bits_full = [8 * n for n in _per_image_bytes(strings, len(images))]
-            x_full = crop(codec.decompress(strings, shape, layer="full")["x_hat"], height, width).clamp(0, 1)
+    cause = "the codec's weights or adapters hold non-finite values"
+    with checked_encoding(codec.base):
+        if estimate or not bitstream:
+            out = codec(padded)
+            bits_est = [float(b) for b in estimated_bits(out["likelihoods"])]
+            x_hat = out["x_hat"]
+        if bitstream:
+            compressed = codec.compress(padded)
+            strings, shape = compressed["strings"], compressed["shape"]
+            layered = is_scalable(codec.adapters)
+            bits = [8 * n for n in _per_image_bytes([strings[0], strings[2]] if layered else strings, len(images))]
+            x_hat = codec.decompress(strings, shape)["x_hat"]
+            if layered:
+                bits_full = [8 * n for n in _per_image_bytes(strings, len(images))]
+                full = codec.decompress(strings, shape, layer="full")["x_hat"]
+                _check_finite(full, cause)
+                x_full = crop(full, height, width).clamp(0, 1)
+    _check_finite(x_hat, cause)
     return Coded(crop(x_hat, height, width).clamp(0, 1), strings, bits, bits_est, height * width, x_full, bits_full)
+
+
+def _check_finite(x_hat: torch.Tensor, cause: str) -> None:
+    """A reconstruction with NaN or infinite pixels is an error (a PNG would show it black)."""
+    if not torch.isfinite(x_hat).all():
+        raise NumericalError(f"the reconstruction holds NaN or infinite pixels: {cause}")
 
 
 # -- identities --------------------------------------------------------------------------------
@@ -146,6 +207,11 @@ class Encoded:
     string_bytes: int
 
     @property
+    def layer_bytes(self) -> dict[str, int]:
+        """Bytes of the file's parts: "header", then "all", or "base" and "enhancement"."""
+        return layer_bytes(self.data)
+
+    @property
     def bpp(self) -> float:
         """Bits per (original) pixel of the whole file, header included."""
         return len(self.data) * 8 / self.header.pixels
@@ -163,7 +229,7 @@ class Encoder:
     comparing digests; say it explicitly to skip that (it builds a random codec once).
     """
 
-    def __init__(self, codec: AdaptedCodec, pretrained: bool | None = None) -> None:
+    def __init__(self, codec: AdaptedCodec, pretrained: bool | None = None, max_pixels: int | None = None) -> None:
         if not isinstance(codec, AdaptedCodec):
             raise InvalidArgumentError(
                 f"encode() takes an AdaptedCodec (icmh_hub.load(...) or icmh_hub.attach(...)), got {type(codec).__name__}"
@@ -175,17 +241,19 @@ class Encoder:
             pretrained = self.base_digest != random_base_digest(codec.codec, codec.quality)
         self.pretrained = bool(pretrained)
         self.adapter_kind, self.adapter_id = adapter_identity(codec.adapters)
+        self.max_pixels, self.limit_reason = _limit(codec.codec, max_pixels)
 
     def encode(self, image: Any, info: ImageInfo | None = None) -> Encoded:
-        """Code ``image`` (tensor in [0, 1], PIL image or path) into a .icmh file's bytes."""
-        x, read_info = _as_tensor(image)
+        """Code ``image`` (tensor in [0, 1], PIL image or path) into a .icmh file's bytes.
+        An image of more than ``max_pixels`` pixels is refused before it is read."""
+        x, read_info = _as_tensor(image, self.max_pixels, self.limit_reason)
         info = info or read_info
         height, width = x.shape[-2:]
         padded = pad(x, self.spec.pad_multiple)
         reference = next(self.codec.base.parameters(), None)
         if reference is not None:
             padded = padded.to(device=reference.device, dtype=reference.dtype)
-        with torch.no_grad():
+        with torch.no_grad(), checked_encoding(self.codec.base):
             out = self.codec.compress(padded)
         header = Header(
             codec=self.codec.codec, quality=self.codec.quality, task=self.codec.task,
@@ -193,16 +261,21 @@ class Encoder:
             base_pretrained=self.pretrained, base_digest=self.base_digest,
             height=height, width=width, padded_height=padded.shape[-2], padded_width=padded.shape[-1],
             mode=info.mode, bits=info.bits,
+            variant=None if self.codec.adapters is None else self.codec.adapters.variant,
+            layered=is_scalable(self.codec.adapters),
         )
         return Encoded(pack(header, out["strings"], out["shape"]), header, string_bytes(out["strings"]))
 
 
-def _as_tensor(image: Any) -> tuple[torch.Tensor, ImageInfo]:
+def _as_tensor(image: Any, max_pixels: int, why: str) -> tuple[torch.Tensor, ImageInfo]:
     if isinstance(image, (str, os.PathLike)):
-        return read_image(image)
+        return read_image(image, max_pixels, why)
     if isinstance(image, Image.Image):
+        check_pixels(image.height, image.width, max_pixels, "the image", why)
         return pil_to_tensor(image)
-    return as_batch(image), ImageInfo()
+    tensor = as_batch(image)
+    check_pixels(*tensor.shape[-2:], max_pixels, "the image", why)
+    return tensor, ImageInfo()
 
 
 def encode(codec: AdaptedCodec, image: Any, *, pretrained: bool | None = None) -> bytes:
@@ -219,6 +292,7 @@ class Decoded:
 
     image: torch.Tensor
     header: Header
+    layer: str | None = None  # of a layered file: "base" (machine picture) or "full" (human)
 
     @property
     def info(self) -> ImageInfo:
@@ -242,31 +316,46 @@ class Decoder:
         device: str | torch.device = "cpu",
         codecs: Iterable[AdaptedCodec] = (),
         index: IndexSpec = None,
+        max_pixels: int | None = None,
     ) -> None:
         self.adapter, self.force_task, self.device, self.index = adapter, force_task, torch.device(device), index
+        self.max_pixels = max_pixels
         self._given: AdapterSet | None = None
         self._codecs = {(c.codec, c.quality, base_digest(c.base)): c for c in codecs}
         self._lent = {id(c) for c in self._codecs.values()}  # the caller's: leave them as they were
         self._adapters: dict[tuple[str, str, int, str], AdapterSet] = {}
 
-    def decode(self, data: bytes | str | os.PathLike) -> Decoded:
+    def decode(self, data: bytes | str | os.PathLike, layer: str | None = None) -> Decoded:
+        """Decode one file. ``layer`` (layered files only): "base" for the machine picture, "full"
+        for the human one; by default the fullest the file holds."""
         if isinstance(data, (str, os.PathLike)):
             data = read_bitstream(data)
         header, strings, shape = unpack(data)
         spec = _spec_for(header)
+        limit, why = _limit(spec.name, self.max_pixels)
+        check_pixels(header.height, header.width, limit, "the coded image", why)
+        _check_payload(spec, header, strings, shape)
+        options = _layer_options(header, layer, self.force_task)
         task = self._task_for(header)
         codec = self._codec_for(header)
         key, added = None, False
         if task is not None:
             adapters = self._adapters_for(header, task, codec)
+            if header.layered != is_scalable(adapters):
+                raise BitstreamError(
+                    f"this file is {'layered' if header.layered else 'single-layer'} but its adapters "
+                    f"({adapters.variant}) code {'one layer' if header.layered else 'two layers'}; the file is damaged"
+                )
             key = next((name for name, held in codec.adapter_sets.items() if held is adapters), None)
             if key is None:
                 key, added = f"{task}@{adapter_identity(adapters)[1][:16]}", True
                 codec.add_adapters(key, adapters)
         try:
-            with codec.using(key), torch.no_grad():
-                x_hat = codec.decompress(strings, shape)["x_hat"]
-        except (RuntimeError, ValueError, IndexError, TypeError, KeyError, OverflowError) as exc:
+            with codec.using(key), torch.no_grad(), bounded_decoding(codec.base):
+                x_hat = codec.decompress(strings, shape, **options)["x_hat"]
+        except IcmhError:
+            raise
+        except _PAYLOAD_ERRORS as exc:
             raise BitstreamError(
                 f"the payload does not decode with {spec.name} q{header.quality} ({type(exc).__name__}); the file is damaged"
             ) from None
@@ -276,7 +365,8 @@ class Decoder:
         expected = (1, 3, header.padded_height, header.padded_width)
         if tuple(x_hat.shape) != expected:
             raise BitstreamError(f"the payload decodes to shape {tuple(x_hat.shape)}, the header says {expected}; the file is damaged")
-        return Decoded(crop(x_hat, header.height, header.width).clamp(0, 1).cpu(), header)
+        _check_finite(x_hat, "the file is damaged, or the codec's weights or adapters hold non-finite values")
+        return Decoded(crop(x_hat, header.height, header.width).clamp(0, 1).cpu(), header, options.get("layer"))
 
     # -- which task, codec and adapters ---------------------------------------------------------
     def _task_for(self, header: Header) -> str | None:
@@ -345,7 +435,7 @@ class Decoder:
                     "this file was coded with adapters that were never saved to a file; "
                     "decode in Python with the same adapters (adapter=AdapterSet, or codecs=[the codec])"
                 )
-            return random_adapters(header.codec, header.quality, header.task)
+            return random_adapters(header.codec, header.quality, header.task, header.variant or "sfma")
         entry = find_by_sha256(header.adapter_id, self.index)
         if entry is None:
             raise BitstreamError(
@@ -358,6 +448,31 @@ class Decoder:
         if not header.base_pretrained:
             return random_adapters(header.codec, header.quality, task)
         return registry_adapters(header.codec, task, header.quality, index=self.index)
+
+
+def _layer_options(header: Header, layer: str | None, force_task: str | None) -> dict[str, str]:
+    """The keyword arguments of ``decompress`` for the ``layer`` asked of this file."""
+    if not header.layered:
+        if layer not in (None, "full"):
+            raise InvalidArgumentError(
+                f"--layer {layer}: this file has a single layer (coded without a scalable variant); decode it without --layer"
+            )
+        return {}
+    if force_task is not None:
+        raise InvalidArgumentError(
+            "a layered file is decoded with the adapters it was coded with (their mask splits the layers); "
+            "drop --force-task, and give --layer full for the human picture"
+        )
+    whole = "enhancement" in header.layers
+    layer = layer or ("full" if whole else "base")
+    if layer not in ("base", "full"):
+        raise InvalidArgumentError(f"layer must be base or full, got {layer!r}")
+    if layer == "full" and not whole:
+        raise InvalidArgumentError(
+            "--layer full: this file holds the base layer only (its enhancement layer was stripped), "
+            "so only the machine picture can be decoded; decode it without --layer, or use the unstripped file"
+        )
+    return {"layer": layer}
 
 
 def _spec_for(header: Header) -> CodecSpec:
@@ -373,6 +488,31 @@ def _spec_for(header: Header) -> CodecSpec:
     if (header.padded_height, header.padded_width) != padded_size(header.height, header.width, spec.pad_multiple):
         raise BitstreamError(f"the padding in this file does not fit {spec.name}; the file is damaged")
     return spec
+
+
+def _check_payload(spec: CodecSpec, header: Header, strings: Any, shape: Any) -> None:
+    """The payload must be laid out as ``compress()`` lays out one image of the header's padded
+    size: a list of latents, each a list of one string (batch 1), and latent shapes whose last
+    two dimensions are the y grid (1/16 of the padded size) or the z grid (1/64), as they are for
+    every codec icmh-hub registers (four stride-2 stages to y, two more to z). A layered file's
+    payload is [base y, enhancement y (None when stripped), z], each but None one string."""
+    if header.layered:
+        if get_codec(header.codec).latent_coding not in SCALABLE_CODINGS:
+            raise BitstreamError(f"damaged .icmh file: {header.codec} files cannot be layered")
+        strings = [s for s in strings if s is not None] if isinstance(strings, list) and len(strings) == 3 else None
+    one_image = isinstance(strings, list) and 0 < len(strings) <= MAX_LATENTS and all(
+        isinstance(latent, list) and len(latent) == 1 and isinstance(latent[0], bytes) for latent in strings
+    )
+    if not one_image:
+        raise BitstreamError("damaged .icmh file: the payload is not one latent string per latent for one image")
+    z_grid = (header.padded_height // spec.pad_multiple, header.padded_width // spec.pad_multiple)
+    grids = {z_grid, (4 * z_grid[0], 4 * z_grid[1])}
+    dims = list(shape_dims(shape))
+    if not dims or any(len(d) < 2 or tuple(d[-2:]) not in grids for d in dims):
+        raise BitstreamError(
+            f"damaged .icmh file: the latent shapes {dims[:4]} do not fit a "
+            f"{header.padded_width}x{header.padded_height} (padded) image coded with {spec.name}"
+        )
 
 
 def read_bitstream(path: str | os.PathLike) -> bytes:
@@ -392,7 +532,9 @@ def decode(
     force_task: str | None = None,
     codecs: Iterable[AdaptedCodec] = (),
     index: IndexSpec = None,
+    layer: str | None = None,
 ) -> torch.Tensor:
     """Decode a .icmh file (its bytes or its path) to a (1, 3, H, W) tensor in [0, 1] at the
-    original size, with the codec and adapters its header names (see Decoder)."""
-    return Decoder(adapter, force_task, codecs=codecs, index=index).decode(data).image
+    original size, with the codec and adapters its header names (see Decoder). ``layer`` picks
+    the base (machine) or full (human) picture of a layered file."""
+    return Decoder(adapter, force_task, codecs=codecs, index=index).decode(data, layer).image

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 
@@ -12,10 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from icmh_hub import BitstreamError, IcmhError, load, save_adapters
+from icmh_hub import BitstreamError, IcmhError, NumericalError, load, save_adapters
 from icmh_hub.formats.adapter_files import load_adapters
 from icmh_hub.core.adapter_set import build_adapters
-from icmh_hub.formats.bitstream import FORMAT_VERSION, MAGIC, Header, pack, read_header, unpack
+from icmh_hub.formats.bitstream import (
+    FORMAT_VERSION, MAGIC, MODES, Header, _put_name, _put_tree, layer_bytes, pack, read_header, strip, unpack,
+)
 from icmh_hub.coding import Decoder, Encoder, decode, encode
 from icmh_hub.formats.images import ImageInfo, read_image
 
@@ -37,9 +40,33 @@ HYPERPRIOR = ([[b"\x01\x02\x03"], [b"z" * 40]], (2, 1))
 ELIC_LIKE = ([[b"a"], [b""], [b"bb"]], {"y": [(16, 4, 4), (32, 4, 4)], "hyper": (1, 1)})
 
 
+LAYERED = ([[b"base y"], [b"enhancement y"], [b"z" * 40]], (2, 1))
+
+
 def _with_crc(body: bytes) -> bytes:
-    """A file whose checksum is made to fit (to reach the parser behind the checksum)."""
+    """``body`` with a checksum made to fit (to reach the parser behind the checksum)."""
     return body + struct.pack(">I", zlib.crc32(body))
+
+
+def _header_body(data: bytes) -> tuple[bytes, bytes]:
+    """(the header's bytes without their checksum, the layers after it) of a version 2 file."""
+    end = layer_bytes(data)["header"]
+    return data[: end - 4], data[end:]
+
+
+def _version_1(header: Header, strings, shape) -> bytes:
+    """A file as icmh-hub 0.1 wrote it (format version 1: the strings, then the shape, one crc32)."""
+    out = bytearray(MAGIC + bytes([1]))
+    out += struct.pack(">BB", int(header.base_pretrained), ("none", "file", "tensors").index(header.adapter_kind))
+    _put_name(out, header.codec)
+    out += struct.pack(">B", header.quality)
+    _put_name(out, header.task or "")
+    out += bytes.fromhex(header.adapter_id or "") + bytes.fromhex(header.base_digest)
+    out += struct.pack(">IIIIBB", header.height, header.width, header.padded_height, header.padded_width,
+                       MODES.index(header.mode), header.bits)
+    _put_tree(out, strings, 0)
+    _put_tree(out, shape, 0)
+    return _with_crc(bytes(out))
 
 
 # -- the container --------------------------------------------------------------------------------
@@ -99,22 +126,20 @@ def test_every_flipped_bit_is_caught():
 
 
 def test_absurd_sizes_behind_a_valid_checksum():
-    """A crafted file with a valid checksum still cannot make the parser allocate or loop."""
-    body = pack(_header(), *HYPERPRIOR)[:-4]
+    """A crafted file with valid checksums still cannot make the parser allocate or loop."""
+    body, layers = _header_body(pack(_header(), *HYPERPRIOR))
     start = body.index(struct.pack(">IIII", 65, 33, 128, 64))
     huge_image = body[:start] + struct.pack(">IIII", 1 << 30, 1 << 30, 1 << 30, 1 << 30) + body[start + 16 :]
     with pytest.raises(BitstreamError, match="out of range"):
-        unpack(_with_crc(huge_image))
-    payload = start + 18
-    huge_list = body[:payload] + struct.pack(">BI", 1, 0xFFFFFFFF)
-    with pytest.raises(BitstreamError):
-        unpack(_with_crc(huge_list))
-    huge_bytes = body[:payload] + struct.pack(">BI", 0, 0xFFFFFFF0) + b"xx"
-    with pytest.raises(BitstreamError, match="truncated"):
-        unpack(_with_crc(huge_bytes))
-    deep = body[:payload] + struct.pack(">BI", 1, 1) * 50
-    with pytest.raises(BitstreamError):
-        unpack(_with_crc(deep))
+        unpack(_with_crc(huge_image) + layers)
+    shape = start + 18
+    for tree, message in ((struct.pack(">BI", 1, 0xFFFFFFFF), "structure"), (struct.pack(">BI", 0, 0xFFFFFFF0) + b"xx", "truncated"),
+                          (struct.pack(">BI", 1, 1) * 50, "nested")):
+        with pytest.raises(BitstreamError, match=message):
+            unpack(_with_crc(body[:shape] + tree) + layers)
+    record = struct.pack(">BI", 0, 0xFFFFFFF0) + b"xx"  # a layer longer than the file
+    with pytest.raises(BitstreamError, match="truncated all layer"):
+        unpack(_with_crc(body) + _with_crc(record))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -301,3 +326,88 @@ def test_second_task_of_a_multi_task_random_codec_decodes():
         out = both.compress(x)
         direct = both.decompress(out["strings"], out["shape"])["x_hat"].clamp(0, 1)
     assert torch.equal(decode(encode(both, x, pretrained=False)), direct)
+
+
+def test_a_nan_in_the_decoder_is_an_error_not_a_black_picture():
+    codec = load(CODEC, None, Q, pretrained=False)
+    with torch.no_grad():
+        [m for m in codec.base.g_s.modules() if isinstance(m, torch.nn.ConvTranspose2d)][0].bias[0] = float("nan")
+    data = encode(codec, make_image(64, 64))  # g_s is not run by compress
+    with pytest.raises(NumericalError, match="NaN or infinite pixels"):
+        Decoder(codecs=[codec]).decode(data)
+
+
+def test_payload_layout_must_fit_the_header(codec):
+    """One string per latent (batch 1) and latent grids of the padded size, checked before decoding."""
+    header, strings, shape = unpack(encode(codec, make_image(64, 128), pretrained=False))
+    assert shape == (1, 2)
+    for bad_strings, bad_shape, message in (
+        ([strings[0] * 2, strings[1] * 2], shape, "one latent string per latent"),
+        ([strings[0]], shape, None),
+        (strings, (2, 2), "do not fit a 128x64"),
+        (strings, (1, 2, 3, 4), "do not fit"),
+    ):
+        with pytest.raises(BitstreamError, match=message):
+            Decoder(codecs=[codec]).decode(pack(header, bad_strings, bad_shape))
+
+
+# -- layers (format version 2) ---------------------------------------------------------------------
+
+
+def test_layered_round_trip_and_strip():
+    header = _header(variant="scalable-sfma", layered=True)
+    data = pack(header, *LAYERED)
+    read, strings, shape = unpack(data)
+    assert (read, strings, shape) == (header, *LAYERED)
+    assert read.layers == ("base", "enhancement")
+    sizes = layer_bytes(data)
+    assert list(sizes) == ["header", "base", "enhancement"] and sum(sizes.values()) == len(data)
+    assert sizes["enhancement"] == 5 + 3 * 5 + len(b"enhancement y") + 4  # kind + length, three tree tags, the bytes, crc
+    base_only = strip(data)
+    assert len(base_only) == len(data) - sizes["enhancement"] and data.startswith(base_only)  # a prefix, no re-encoding
+    read, strings, shape = unpack(base_only)
+    assert read.layers == ("base",) and strings == [[b"base y"], None, [b"z" * 40]]
+    assert strip(base_only) == base_only  # nothing left to strip
+    with pytest.raises(BitstreamError, match="single layer"):
+        strip(pack(_header(), *HYPERPRIOR))
+
+
+def test_every_truncation_of_a_layered_file_is_refused_but_the_base_layer_end():
+    data = pack(_header(variant="scalable-sfma", layered=True), *LAYERED)
+    base_end = len(strip(data))
+    for cut in range(len(data)):
+        if cut == base_end:
+            assert unpack(data[:cut])[0].layers == ("base",)
+        else:
+            with pytest.raises(BitstreamError):
+                unpack(data[:cut])
+
+
+def test_layers_out_of_place_are_refused():
+    layered, single = pack(_header(variant="scalable-sfma", layered=True), *LAYERED), pack(_header(), *HYPERPRIOR)
+    body, layers = _header_body(layered)
+    sizes = layer_bytes(layered)
+    base, enhancement = layers[: sizes["base"]], layers[sizes["base"] :]
+    all_layer = _header_body(single)[1]
+    for records, message in ((enhancement + base, "layers"), (base + base, "twice"), (enhancement, "layers"),
+                             (b"", "layers"), (all_layer, "layers"), (base + enhancement + enhancement, "twice")):
+        with pytest.raises(BitstreamError, match=message):
+            unpack(_with_crc(body) + records)
+    single_body = _header_body(single)[0]
+    with pytest.raises(BitstreamError, match="layers"):  # a single-layer header with layers
+        unpack(_with_crc(single_body) + base + enhancement)
+    with pytest.raises(BitstreamError, match="layered"):
+        pack(_header(task=None, adapter_kind="none", adapter_id=None, layered=True), *LAYERED)
+
+
+def test_version_1_files_still_decode(codec, decoder):
+    """A file in the format icmh-hub 0.1 wrote: the same header and payload, the same picture."""
+    data = encode(codec, make_image(40, 56, seed=2), pretrained=False)
+    header, strings, shape = unpack(data)
+    old = _version_1(header, strings, shape)
+    assert header.variant == "sfma"  # version 1 did not record it
+    assert unpack(old) == (dataclasses.replace(header, variant=None), strings, shape) and unpack(old)[0].layers == ("all",)
+    assert torch.equal(decoder.decode(old).image, decoder.decode(data).image)
+    for cut in range(len(old)):
+        with pytest.raises(BitstreamError):
+            unpack(old[:cut])

@@ -38,14 +38,18 @@ them as shapes) without knowing the model.
 
 Checksums are checked before the bytes they cover are trusted, so a damaged file is rejected before
 its payload reaches CompressAI's range decoder (which does not check its input). Every count and
-size is bounded before anything is allocated, so even a crafted file with a valid checksum gives a
-BitstreamError and never a crash, a hang or a huge allocation in this module.
+size is bounded before anything is allocated, so parsing even a crafted file with valid checksums
+gives a BitstreamError or a header that passes every range check, never a crash, a hang or a
+huge allocation. What a parsed payload may then ask of the entropy decoder is bounded by
+``icmh_hub.coding`` (layout against the header and codec, pixel limit) and
+``icmh_hub.formats.rans`` (how far the decoder may read each string).
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,12 +188,24 @@ def strip(data: bytes, layer: str = "base") -> bytes:
     return bytes(data[: ends["base"]])
 
 
+def layer_bytes(data: bytes) -> dict[str, int]:
+    """Bytes of each part of a file: "header", then "all", or "base" and "enhancement" (each
+    with its length and checksum)."""
+    _, _, _, ends = _parse(data)
+    sizes, previous = {}, 0
+    for part, end in ends.items():
+        sizes[part] = end - previous
+        previous = end
+    return sizes
+
+
 def _parse(data: bytes) -> tuple[Header, dict[str, Any], Any, dict[str, int]]:
-    """(header, layer kind -> strings tree, shape, layer kind -> end offset in ``data``)."""
+    """(header, layer kind -> strings tree, shape, part -> end offset in ``data``; the parts are
+    "header" and the layers, in file order)."""
     data = _prefix_checked(data)
     if data[len(MAGIC)] == 1:
-        header, strings, shape = _unpack_version_1(data)
-        return header, {"all": strings}, shape, {"all": len(data)}
+        header, strings, shape, header_end = _unpack_version_1(data)
+        return header, {"all": strings}, shape, {"header": header_end, "all": len(data)}
     reader = _Reader(memoryview(data), _PREFIX.size)
     flags, kind = reader.unpack(">BB")
     _require(flags < 4, "unknown flags")
@@ -207,11 +223,12 @@ def _parse(data: bytes) -> tuple[Header, dict[str, Any], Any, dict[str, int]]:
     (stored,) = reader.unpack(">I")
     if zlib.crc32(data[: reader.pos - _CRC.size]) != stored:
         raise BitstreamError("corrupted .icmh file (header checksum mismatch); the file was damaged after it was written")
-    layers, ends = {}, {}
+    layers, ends = {}, {"header": reader.pos}
     while not reader.at_end():
         start = reader.pos
         layer, length = reader.unpack(">BI")
         _require(layer < len(LAYER_KINDS), f"unknown layer kind {layer}")
+        _require(LAYER_KINDS[layer] not in layers, f"the {LAYER_KINDS[layer]} layer appears twice")
         _require(length + _CRC.size <= reader.remaining(), f"truncated {LAYER_KINDS[layer]} layer")
         payload = _Reader(memoryview(data)[reader.pos : reader.pos + length])
         reader.take(length)
@@ -233,8 +250,9 @@ def _parse(data: bytes) -> tuple[Header, dict[str, Any], Any, dict[str, int]]:
     return header, layers, shape, ends
 
 
-def _unpack_version_1(data: bytes) -> tuple[Header, Any, Any]:
-    """A version 1 file: one checksum at the end, the strings before the shape."""
+def _unpack_version_1(data: bytes) -> tuple[Header, Any, Any, int]:
+    """A version 1 file: one checksum at the end, the strings before the shape. (header, strings,
+    shape, where the header ends)."""
     (stored,) = _CRC.unpack_from(data, len(data) - _CRC.size)
     if zlib.crc32(data[: -_CRC.size]) != stored:
         raise BitstreamError("corrupted or truncated .icmh file (checksum mismatch); the file was damaged after it was written")
@@ -254,11 +272,12 @@ def _unpack_version_1(data: bytes) -> tuple[Header, Any, Any]:
         codec, quality, task, ADAPTER_KINDS[kind], adapter_id, bool(pretrained), base_digest,
         height, width, padded_height, padded_width, MODES[mode], bits, layers=("all",),
     ).check()
+    header_end = reader.pos
     strings = reader.tree(0)
     shape = reader.tree(0)
     _require(reader.at_end(), "unexpected bytes after the payload")
     _check_shape(shape, header)
-    return header, strings, shape
+    return header, strings, shape, header_end
 
 
 def read_header(data: bytes) -> Header:
@@ -341,14 +360,14 @@ def _put_tree(out: bytearray, value: Any, depth: int) -> None:
 def _check_shape(shape: Any, header: Header) -> None:
     """Bound the latent sizes a shape asks the decoder to allocate by the padded image size."""
     limit = LATENT_FACTOR * header.padded_height * header.padded_width
-    for dims in _int_lists(shape):
+    for dims in shape_dims(shape):
         size = 1
         for dim in dims:
             size *= dim
         _require(size <= limit, f"latent shape {tuple(dims)} is too large for a {header.padded_height}x{header.padded_width} image")
 
 
-def _int_lists(value: Any):
+def shape_dims(value: Any) -> Iterator[list[int]]:
     """Every list of ints inside a shape tree (a bare int counts as a list of one)."""
     if isinstance(value, int):
         yield [value]
@@ -357,10 +376,10 @@ def _int_lists(value: Any):
             yield list(value)
         else:
             for item in value:
-                yield from _int_lists(item)
+                yield from shape_dims(item)
     elif isinstance(value, dict):
         for item in value.values():
-            yield from _int_lists(item)
+            yield from shape_dims(item)
 
 
 class _Reader:
