@@ -18,6 +18,9 @@ Initialisation (``init``):
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -122,22 +125,29 @@ class SpatialModulation(nn.Module):
         a, b = projected.chunk(2, dim=1)
         return self.dw(a).mul_(b).relu_()
 
-    def hidden_state(self, projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    keeps_hidden = False  # cheap to recompute
+
+    def recompute(self, projected: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The hidden features and what their backward needs besides them (``dw5x5(a)``)."""
         a, b = projected.chunk(2, dim=1)
         gated = self.dw(a)
         return (gated * b).relu_(), gated
 
-    def hidden_grads(self, projected: torch.Tensor, state: torch.Tensor, hidden: torch.Tensor, grad: torch.Tensor,
-                     grad_projected: torch.Tensor) -> list[torch.Tensor]:
+    def hidden_grads(self, projected: torch.Tensor, work: list, grad_projected: torch.Tensor) -> list[torch.Tensor]:
         """Write the gradient of ``projected`` into ``grad_projected`` (which may be ``projected``
-        itself) and return the gradients of ``dw``'s weight and bias; ``grad`` is consumed."""
+        itself) and return the gradients of ``dw``'s weight and bias. ``work`` is ``[hidden,
+        state, grad of hidden]``, emptied here so that each is freed as soon as it is used."""
+        hidden, gated, grad = work
+        work.clear()
         a, b = projected.chunk(2, dim=1)
         grad_a_out, grad_b_out = grad_projected.chunk(2, dim=1)
         grad = _relu_grad_(grad, hidden)
+        del hidden
         grad_gated = grad * b.to(grad.dtype)
-        torch.mul(grad, state.to(grad.dtype), out=grad_b_out)  # b is not read again
+        torch.mul(grad, gated.to(grad.dtype), out=grad_b_out)  # b is not read again
+        del grad, gated
         grad_a, grad_w, grad_bias = _depthwise_grads(a, self.dw.weight, grad_gated)
+        del grad_gated
         grad_a_out.copy_(grad_a)
         return [grad_w, grad_bias]
 
@@ -178,23 +188,29 @@ class FrequencyModulation(nn.Module):
         mixed = self.dw(amplitude.to(self.dw.weight.dtype)).relu_()
         return spectrum, amplitude, mixed, _pointwise(self.mix, mixed).sigmoid_()
 
-    def hidden_state(self, projected: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """The hidden features and what their backward needs: spectrum, amplitude, relu(dw), gain."""
-        height, width = projected.shape[-2:]
-        state = self._gain(projected)
-        spectrum, gain = state[0], state[3]
-        parts = torch.view_as_real(spectrum) * _wide(gain).unsqueeze(-1)
-        filtered = torch.fft.irfft2(torch.view_as_complex(parts), s=(height, width), norm=FFT_NORM)
-        return filtered.to(projected.dtype).relu_(), state
+    keeps_hidden = True  # its recomputation would cost an inverse FFT
 
-    def hidden_grads(self, projected: torch.Tensor, state: tuple[torch.Tensor, ...], hidden: torch.Tensor,
-                     grad: torch.Tensor, grad_projected: torch.Tensor) -> list[torch.Tensor]:
+    def recompute(self, projected: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The hidden features (unless kept) and what their backward needs: spectrum, amplitude,
+        relu(dw), gain."""
+        state = self._gain(projected)
+        if hidden is None:
+            height, width = projected.shape[-2:]
+            parts = torch.view_as_real(state[0]) * _wide(state[3]).unsqueeze(-1)
+            filtered = torch.fft.irfft2(torch.view_as_complex(parts), s=(height, width), norm=FFT_NORM)
+            hidden = filtered.to(projected.dtype).relu_()
+        return hidden, state
+
+    def hidden_grads(self, projected: torch.Tensor, work: list, grad_projected: torch.Tensor) -> list[torch.Tensor]:
         """As ``SpatialModulation.hidden_grads``; returns the gradients of dw and mix (weight, bias)."""
-        spectrum, amplitude, mixed, gain = state
+        hidden, (spectrum, amplitude, mixed, gain), grad = work
+        work.clear()
         width = hidden.shape[-1]
         grad = _relu_grad_(grad, hidden)
+        del hidden
         # irfft2's adjoint (as autograd's): rfft2 scaled by 1/(H*W), bins with a mirror image doubled
         grad_spectrum = torch.fft.rfft2(grad, norm="forward")
+        del grad
         mirrored = width - grad_spectrum.shape[-1]
         if mirrored > 0:
             grad_spectrum[..., 1 : 1 + mirrored].mul_(2)
@@ -204,12 +220,15 @@ class FrequencyModulation(nn.Module):
         grad_gain.addcmul_(grad_parts[..., 1], parts[..., 1])
         grad_parts.mul_(gain.unsqueeze(-1))  # now the gradient of the spectrum through the product
         grad_logits = grad_gain.mul_(gain).mul_(1 - gain)  # sigmoid'
+        del gain
         grads = [_weight_grad(grad_logits, mixed).view_as(self.mix.weight), grad_logits.sum((0, 2, 3))]
         grad_mixed = _relu_grad_(_pointwise_input_grad(self.mix, grad_logits), mixed)
+        del grad_logits, mixed
         grad_amplitude, grad_w, grad_bias = _depthwise_grads(amplitude, self.dw.weight, grad_mixed)
+        del grad_mixed
         # |Z|'s gradient: Z / |Z| (zero where the spectrum is zero, as autograd's)
-        scale = torch.where(amplitude > 0, grad_amplitude / amplitude, 0)
-        grad_parts.addcmul_(parts, scale.unsqueeze(-1))
+        grad_parts.addcmul_(parts, torch.where(amplitude > 0, grad_amplitude.div_(amplitude), 0).unsqueeze(-1))
+        del grad_amplitude, amplitude, parts, spectrum
         grad_projected.copy_(_rfft2_adjoint(grad_spectrum, width))
         return [grad_w, grad_bias] + grads
 
@@ -246,11 +265,14 @@ class Bottleneck(nn.Module):
     def hidden(self, projected: torch.Tensor) -> torch.Tensor:
         return F.relu(projected)
 
-    def hidden_state(self, projected: torch.Tensor) -> tuple[torch.Tensor, None]:
+    keeps_hidden = False
+
+    def recompute(self, projected: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         return F.relu(projected), None
 
-    def hidden_grads(self, projected: torch.Tensor, state: None, hidden: torch.Tensor, grad: torch.Tensor,
-                     grad_projected: torch.Tensor) -> list[torch.Tensor]:
+    def hidden_grads(self, projected: torch.Tensor, work: list, grad_projected: torch.Tensor) -> list[torch.Tensor]:
+        hidden, _, grad = work
+        work.clear()
         grad_projected.copy_(_relu_grad_(grad, hidden))
         return []
 
@@ -266,38 +288,56 @@ BRANCHES: dict[str, type[nn.Module]] = {
 
 
 class _Recomputed(torch.autograd.Function):
-    """A ParallelAdapter under autograd: the forward is the inference path (no graph inside),
-    only the input is kept, and the backward recomputes what it needs (``ParallelAdapter.grads``)."""
+    """A ParallelAdapter under autograd: the forward is the inference path (no graph inside), it
+    keeps its input (and the frequency branches' output), and the backward recomputes what else
+    it needs (``ParallelAdapter.grads``)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, adapter: "ParallelAdapter", *parameters: torch.Tensor) -> torch.Tensor:
         ctx.adapter = adapter
         ctx.autocast = _autocast_state(x.device.type)
-        ctx.save_for_backward(x)
-        return adapter._forward(x)
+        kept: list[torch.Tensor] = []
+        out = adapter._forward(x, kept)
+        ctx.save_for_backward(x, *kept)
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        grad_x, grads = ctx.adapter.grads(x, grad, ctx.autocast, ctx.needs_input_grad[0])
+        x, *kept = ctx.saved_tensors
+        grad_x, grads = ctx.adapter.grads(x, kept, grad, ctx.autocast, ctx.needs_input_grad[0])
         return (grad_x, None, *grads)
 
 
-CHUNK_ELEMENTS = 1 << 21  # of adapter input per chunk in training, on CPU (8x that elsewhere)
+CHUNK_ELEMENTS = 1 << 23  # of adapter input per chunk in training's backward, on CPU (8x that elsewhere)
 
 
 def _batch_chunks(x: torch.Tensor) -> list[slice]:
-    """Slices of the batch that an adapter processes in turn: its intermediates are several times
-    the size of its input, so large batches of large features go a few images at a time (the same
-    numbers; on CPU about 8 MB of input per chunk, elsewhere 64 MB)."""
+    """Slices of the batch that an adapter processes in turn: its intermediates are
+    several times the size of its input, so large batches of large features go a few images at a
+    time (the same numbers; on CPU about 32 MB of input per chunk, elsewhere 256 MB). Smaller
+    chunks take less memory but more time: each FFT, depth-wise convolution and matrix product
+    has a fixed cost per call, and on a busy CPU the threads meet once per call."""
     budget = CHUNK_ELEMENTS if x.device.type == "cpu" else 8 * CHUNK_ELEMENTS
     step = max(1, budget // max(1, x[0].numel()))
     return [slice(start, start + step) for start in range(0, x.shape[0], step)]
 
 
 def _autocast_state(device_type: str) -> tuple[str, bool, torch.dtype]:
-    return device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    try:
+        return device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # torch before 2.4: one pair of functions per device type
+        if device_type == "cpu":
+            return device_type, torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        return device_type, torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+
+
+@contextlib.contextmanager
+def _recomputing(autocast: tuple[str, bool, torch.dtype]) -> Iterator[None]:
+    """No autograd, and the forward's autocast state (the recomputed numbers are the forward's)."""
+    device_type, enabled, dtype = autocast
+    with torch.no_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+        yield
 
 
 class ParallelAdapter(nn.Module):
@@ -326,49 +366,61 @@ class ParallelAdapter(nn.Module):
             return _Recomputed.apply(x, self, *parameters)
         return self._forward(x)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, kept: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The inference path; appends to ``kept`` the hidden features of the branches that keep them."""
         batch, channels = x.shape[:2]
         bias = sum(branch.up.bias for branch in self.branches).view(1, -1, 1)
         out = x.reshape(batch, channels, -1) + bias
-        for images in _batch_chunks(x):
+        chunks = _batch_chunks(x)
+        hidden: list[list[torch.Tensor]] = [[] for _ in self.branches]
+        for images in chunks:
             projected = _pointwise(self.down, x[images]).split(self.widths, dim=1)
-            for branch, part in zip(self.branches, projected):
+            for branch, part, kept_parts in zip(self.branches, projected, hidden):
                 h = branch.hidden(part)
+                if kept is not None and branch.keeps_hidden:
+                    kept_parts.append(h)
                 weight = branch.up.weight.view(channels, -1).expand(h.shape[0], -1, -1)
                 out[images].baddbmm_(weight, h.reshape(h.shape[0], h.shape[1], -1))
+                del h
+            del projected
+        if kept is not None:
+            kept += [parts[0] if len(parts) == 1 else torch.cat(parts) for parts in hidden if parts]
         return out.view_as(x)
 
-    def grads(self, x: torch.Tensor, grad: torch.Tensor, autocast: tuple[str, bool, torch.dtype], input_grad: bool = True):
+    def grads(self, x: torch.Tensor, kept: list[torch.Tensor], grad: torch.Tensor, autocast: tuple[str, bool, torch.dtype],
+              input_grad: bool = True):
         """Gradients of ``x`` (None unless ``input_grad``) and of every parameter (in
-        ``parameters()`` order) for the output gradient ``grad``. The forward's intermediates
-        are recomputed under its autocast state, a few images and one branch at a time."""
+        ``parameters()`` order) for the output gradient ``grad``, given what the forward kept.
+        The other intermediates are recomputed under the forward's autocast state, one branch at
+        a time (and for large batches of large features, a few images at a time)."""
         grad = _wide(grad)
         grad_x = torch.empty(x.shape, dtype=grad.dtype, device=x.device) if input_grad else None
         totals: list[torch.Tensor] | None = None
         for images in _batch_chunks(x):
-            grads = self._chunk_grads(x[images], grad[images], autocast, None if grad_x is None else grad_x[images])
+            grads = self._chunk_grads(x[images], [k[images] for k in kept], grad[images], autocast,
+                                      None if grad_x is None else grad_x[images])
             totals = grads if totals is None else [t.add_(g) for t, g in zip(totals, grads)]
         grad_x = None if grad_x is None else grad_x.to(x.dtype)
         return grad_x, [g.to(p.dtype) for g, p in zip(totals, self.parameters(), strict=True)]
 
-    def _chunk_grads(self, x: torch.Tensor, grad: torch.Tensor, autocast: tuple[str, bool, torch.dtype],
-                     grad_x: torch.Tensor | None) -> list[torch.Tensor]:
+    def _chunk_grads(self, x: torch.Tensor, kept: list[torch.Tensor], grad: torch.Tensor,
+                     autocast: tuple[str, bool, torch.dtype], grad_x: torch.Tensor | None) -> list[torch.Tensor]:
         """``grads`` for some images: writes their input gradient into ``grad_x`` (if given)."""
-        device_type, enabled, dtype = autocast
-        with torch.no_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+        with _recomputing(autocast):
             projected = _pointwise(self.down, x)
         # the projection's gradient overwrites the projection, part by part, once that part is used
         grad_projected = projected if projected.dtype == grad.dtype else torch.empty_like(projected, dtype=grad.dtype)
         grad_up_bias = grad.sum((0, 2, 3))
+        kept = list(kept)
         grads = []
         for branch, part, grad_part in zip(self.branches, projected.split(self.widths, dim=1),
                                            grad_projected.split(self.widths, dim=1)):
-            with torch.no_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
-                hidden, state = branch.hidden_state(part)
+            with _recomputing(autocast):
+                hidden, state = branch.recompute(part, kept.pop(0) if branch.keeps_hidden else None)
             up_weight = _weight_grad(grad, hidden).view_as(branch.up.weight)
-            grad_hidden = _pointwise_input_grad(branch.up, grad)
-            grads += branch.hidden_grads(part, state, hidden, grad_hidden, grad_part) + [up_weight, grad_up_bias.clone()]
-            del hidden, state, grad_hidden
+            work = [hidden, state, _pointwise_input_grad(branch.up, grad)]
+            del hidden, state
+            grads += branch.hidden_grads(part, work, grad_part) + [up_weight, grad_up_bias.clone()]
         grads += [_weight_grad(grad_projected, x).view_as(self.down.weight), grad_projected.sum((0, 2, 3))]
         if grad_x is not None:
             weight = self.down.weight.view(self.down.out_channels, -1).t().to(grad.dtype).expand(x.shape[0], -1, -1)

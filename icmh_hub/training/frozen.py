@@ -160,20 +160,22 @@ class _Normalisation(torch.autograd.Function):
         x, gamma, beta = ctx.saved_tensors
         dtype = torch.promote_types(grad.dtype, torch.float32)
         grad, xw = grad.to(dtype), x.to(dtype)
-        channels = x.shape[1]
-        gamma = gamma.to(dtype).reshape(channels, channels, 1, 1)
-        f = F.conv2d(xw * xw, gamma, beta.to(dtype))
-        inner = grad * xw  # d out / d n = x * f'(n): f' = 1 / (2 f) (sqrt), -f^3 / 2 (rsqrt)
-        if ctx.inverse:
+        batch, channels = x.shape[:2]
+        gamma = gamma.to(dtype).reshape(channels, channels)
+        flat = xw.reshape(batch, channels, -1)
+        # the 1x1 convolutions as matrix products (on CPU twice as fast as the convolution kernel)
+        f = torch.baddbmm(beta.to(dtype).view(1, -1, 1), gamma.expand(batch, -1, -1), flat * flat)
+        inner = grad.reshape(batch, channels, -1) * flat  # d out / d n = x * f'(n)
+        if ctx.inverse:  # f = sqrt(n), f' = 1 / (2 f)
             f.sqrt_()
             inner.div_(f).mul_(0.5)
-        else:
+        else:  # f = rsqrt(n), f' = -f^3 / 2
             f.rsqrt_()
             inner.mul_(f.pow(3)).mul_(-0.5)
-        through_n = F.conv2d(inner, gamma.transpose(0, 1))  # the adjoint of the 1x1 convolution
+        grad_x = torch.bmm(gamma.t().expand(batch, -1, -1), inner)  # through n: the 1x1 convolution's adjoint
         del inner
-        grad_x = through_n.mul_(xw).mul_(2).addcmul_(grad, f)
-        return grad_x.to(x.dtype), None, None, None, None
+        grad_x.mul_(flat).mul_(2).addcmul_(grad.reshape(batch, channels, -1), f)
+        return grad_x.view(x.shape).to(x.dtype), None, None, None, None
 
 
 def _lean_normalisation(module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
