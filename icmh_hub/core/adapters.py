@@ -100,6 +100,13 @@ def _depthwise_grads(x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor) 
     return grad_x, grad_w, grad.sum((0, 2, 3))
 
 
+def _accumulate(out: torch.Tensor, weight: torch.Tensor, hidden: torch.Tensor) -> None:
+    """``out += weight @ hidden`` over the flattened pixels, in ``out``'s dtype (under autocast
+    the residual sum stays in the wider type of the input and the biases)."""
+    with torch.autocast(out.device.type, enabled=False):
+        out.baddbmm_(weight.to(out.dtype).expand(hidden.shape[0], -1, -1), _flat(hidden).to(out.dtype))
+
+
 def _relu_grad_(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
     """The gradient through ``output = relu(...)``, in place on ``grad``."""
     return grad.masked_fill_(output <= 0, 0)
@@ -379,8 +386,7 @@ class ParallelAdapter(nn.Module):
                 h = branch.hidden(part)
                 if kept is not None and branch.keeps_hidden:
                     kept_parts.append(h)
-                weight = branch.up.weight.view(channels, -1).expand(h.shape[0], -1, -1)
-                out[images].baddbmm_(weight, h.reshape(h.shape[0], h.shape[1], -1))
+                _accumulate(out[images], branch.up.weight.view(channels, -1), h)
                 del h
             del projected
         if kept is not None:

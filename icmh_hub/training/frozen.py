@@ -40,14 +40,15 @@ def _pair(value: Any, size: int) -> list[int]:
 
 
 class _Convolution(torch.autograd.Function):
-    """A convolution (plain or transposed) whose backward gives the input gradient only."""
+    """A convolution (plain or transposed) whose backward gives the input gradient only. The
+    forward is the caller's own function (so autocast treats it as it would)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
+    def forward(ctx, x, weight, bias, call, stride, padding, dilation, transposed, output_padding, groups):
         ctx.arguments = (stride, padding, dilation, transposed, output_padding, groups)
         ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
         ctx.save_for_backward(weight)
-        return torch.convolution(x, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+        return call(x, weight, bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -56,23 +57,33 @@ class _Convolution(torch.autograd.Function):
         shape_only = grad.new_empty(1).expand(ctx.input_shape)  # the input's values are not needed
         grad_x = torch.ops.aten.convolution_backward(grad, shape_only, weight.to(grad.dtype), None, *ctx.arguments,
                                                      (True, False, False))[0]
-        return grad_x.to(ctx.input_dtype), None, None, None, None, None, None, None, None
+        return (grad_x.to(ctx.input_dtype),) + (None,) * 9
 
 
-def _convolution(x, weight, bias, stride, padding, dilation, groups, transposed=False, output_padding=0):
+def _convolution(func, x, weight, bias, stride, padding, dilation, groups, transposed=False, output_padding=0):
     if not _frozen(x, weight, bias) or isinstance(padding, str):
         return NotImplemented
     dims = weight.dim() - 2
-    return _Convolution.apply(x, weight, bias, _pair(stride, dims), _pair(padding, dims), _pair(dilation, dims),
+    if transposed:
+        def call(x, weight, bias):
+            return func(x, weight, bias, stride, padding, output_padding, groups, dilation)
+    else:
+        def call(x, weight, bias):
+            return func(x, weight, bias, stride, padding, dilation, groups)
+    return _Convolution.apply(x, weight, bias, call, _pair(stride, dims), _pair(padding, dims), _pair(dilation, dims),
                               transposed, _pair(output_padding, dims), groups)
 
 
-def _conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    return _convolution(input, weight, bias, stride, padding, dilation, groups)
+def _conv(func):
+    def lean(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        return _convolution(func, input, weight, bias, stride, padding, dilation, groups)
+    return lean
 
 
-def _conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    return _convolution(input, weight, bias, stride, padding, dilation, groups, True, output_padding)
+def _conv_transpose(func):
+    def lean(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+        return _convolution(func, input, weight, bias, stride, padding, dilation, groups, True, output_padding)
+    return lean
 
 
 class _Linear(torch.autograd.Function):
@@ -119,12 +130,8 @@ def _batch_norm(input, running_mean, running_var, weight=None, bias=None, traini
 
 
 _LEAN: dict[Callable, Callable] = {
-    torch.conv1d: _conv,
-    torch.conv2d: _conv,
-    torch.conv3d: _conv,
-    torch.conv_transpose1d: _conv_transpose,
-    torch.conv_transpose2d: _conv_transpose,
-    torch.conv_transpose3d: _conv_transpose,
+    **{f: _conv(f) for f in (torch.conv1d, torch.conv2d, torch.conv3d)},
+    **{f: _conv_transpose(f) for f in (torch.conv_transpose1d, torch.conv_transpose2d, torch.conv_transpose3d)},
     F.linear: _linear,
     F.batch_norm: _batch_norm,
 }

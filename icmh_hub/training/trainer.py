@@ -306,10 +306,11 @@ class _Loop:
         """One optimizer step on (this rank's part of) the batch of step ``self.step``."""
         return self._step(lambda: images)
 
-    def _step(self, fetch: Any, stop_requested: bool = False) -> StepResult:
-        """Fetch this rank's images, compute the loss, agree with the other ranks (losses, whether
-        any rank failed or was asked to stop), then backward and step. The loss is the mean over
-        ranks of their means over equal slices, i.e. the mean over the global batch."""
+    def _step(self, fetch: Any, stop_requested: Any = lambda: False) -> StepResult:
+        """Fetch this rank's images, compute the loss, agree with the other ranks on the losses and
+        on whether any rank failed, then backward and step; at the end, whether any rank was asked
+        to stop (``stop_requested()``: a signal during this step stops every rank after it). The
+        loss is the mean over ranks of their means over equal slices: the global batch's mean."""
         loss, error = None, None
         local = torch.zeros(3, device=self.device)
         try:
@@ -319,8 +320,8 @@ class _Loop:
             local = torch.stack([loss.detach(), parts["bpp"], parts["distortion"]]).float()
         except Exception as exc:  # every rank learns of it below, and stops with it
             error = exc
-        flags = torch.tensor([error is not None, stop_requested], dtype=torch.float32, device=self.device)
-        totals = distributed.all_sum(torch.cat([local, flags]), self.world, f"exchanging the losses of step {self.step}")
+        failed = torch.tensor([error is not None], dtype=torch.float32, device=self.device)
+        totals = distributed.all_sum(torch.cat([local, failed]), self.world, f"exchanging the losses of step {self.step}")
         if totals[3] > 0:
             distributed.agree(error, self.world, f"computing the loss of step {self.step}")
         mean = (totals[:3] / self.world.size).tolist()
@@ -333,7 +334,8 @@ class _Loop:
         self.scheduler.step()
         self.step += 1
         self.last = result
-        self.stop_requested = bool(totals[4] > 0)
+        stop = torch.tensor([float(stop_requested())], device=self.device)
+        self.stop_requested = bool(distributed.all_sum(stop, self.world, f"ending step {self.step - 1}")[0] > 0)
         return result
 
     # -- the run -------------------------------------------------------------------------------
@@ -359,7 +361,7 @@ class _Loop:
         try:
             with stops.installed():
                 while self.step < stop:
-                    result = self._step(lambda: next(batches), stops.requested is not None)
+                    result = self._step(lambda: next(batches), lambda: stops.requested is not None)
                     bar.update(1)
                     bar.set_postfix(loss=f"{result.loss:.4f}", bpp=f"{result.bpp:.4f}", D=f"{result.distortion:.4f}")
                     if self.stop_requested:
