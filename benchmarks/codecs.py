@@ -22,7 +22,8 @@ TASK = "bench"
 
 def spread_latents(model: torch.nn.Module, gain: float = LATENT_GAIN) -> None:
     """Scale g_a's last strided convolution so that random-weight latents span many bins."""
-    strided = [m for m in model.g_a.modules() if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+    strided = [m for name, m in model.named_modules()  # g_a.* in CompressAI, g_a0..g_a7 in TIC
+               if name.startswith("g_a") and isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
     with torch.no_grad():
         strided[-1].weight.mul_(gain)
         strided[-1].bias.mul_(gain)

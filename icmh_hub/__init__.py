@@ -34,9 +34,9 @@ _EXPORTS = {
 }
 _ERRORS = (
     "AdapterFileError", "AdapterMismatchError", "AttachError", "BDError", "BitstreamError", "CheckpointError",
-    "DataError", "DownloadError", "IcmhError", "ImageFileError", "IntegrityError", "InvalidArgumentError",
-    "MissingDependencyError", "MissingFileError", "OutputExistsError", "RegistryError", "TrainingError",
-    "UnknownNameError",
+    "DataError", "DownloadError", "IcmhError", "ImageFileError", "ImageTooLargeError", "IntegrityError",
+    "InvalidArgumentError", "MissingDependencyError", "MissingFileError", "NumericalError", "OutputError",
+    "OutputExistsError", "RegistryError", "TrainingError", "UnknownNameError",
 )
 _EXPORTS |= {name: "errors" for name in _ERRORS}
 
@@ -66,8 +66,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .core.variants import VARIANTS
     from .errors import (
         AdapterFileError, AdapterMismatchError, AttachError, BDError, BitstreamError, CheckpointError, DataError,
-        DownloadError, IcmhError, ImageFileError, IntegrityError, InvalidArgumentError, MissingDependencyError,
-        MissingFileError, OutputExistsError, RegistryError, TrainingError, UnknownNameError,
+        DownloadError, IcmhError, ImageFileError, ImageTooLargeError, IntegrityError, InvalidArgumentError,
+        MissingDependencyError, MissingFileError, NumericalError, OutputError, OutputExistsError, RegistryError,
+        TrainingError, UnknownNameError,
     )
     from .evaluation.bd import bd_metric, bd_rate
     from .formats.adapter_files import load_adapters, read_metadata, save_adapters

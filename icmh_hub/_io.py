@@ -3,7 +3,9 @@
 Atomic writes go to a uniquely named temporary file in the target's folder (so two processes
 writing beside each other never share one) and are renamed onto the target only when complete;
 a failed write removes its temporary file. A process killed mid-write leaves at most a hidden
-``.NAME.*.partial`` file, which no reader ever picks up as NAME.
+``.NAME.*.partial`` file, which no reader ever picks up as NAME. ``replace=False`` publishes
+without replacing: the temporary file is hard-linked to the target, which fails atomically if
+the target exists, so of two writers racing for one name exactly one wins.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, MissingFileError
+from .errors import CheckpointError, MissingFileError, OutputExistsError
 
 PARTIAL_SUFFIX = ".partial"
 _CHECKPOINT_WRAPPERS = ("state_dict", "model")  # keys under which training scripts nest the weights
@@ -33,9 +35,10 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
     """A fresh temporary path beside ``target``; renamed onto ``target`` when the block ends
-    without an exception, removed when it raises (or is interrupted)."""
+    without an exception, removed when it raises (or is interrupted). ``replace=False``: an
+    existing ``target`` (even one that appears while the block runs) raises OutputExistsError."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent)
@@ -43,10 +46,26 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     temporary = Path(temporary)
     try:
         yield temporary
-        os.replace(temporary, target)
+        if replace:
+            os.replace(temporary, target)
+        else:
+            _publish_new(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _publish_new(temporary: Path, target: Path) -> None:
+    """Give ``temporary`` the name ``target`` unless that exists (a hard link never replaces)."""
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        raise OutputExistsError(f"{target} exists; pass --force (replace=True) to replace it") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if target.exists():
+            raise OutputExistsError(f"{target} exists; pass --force (replace=True) to replace it") from None
+        os.replace(temporary, target)
+    temporary.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:

@@ -30,7 +30,7 @@ from .core.spec import CodecSpec, get_codec
 from .core.tasks import HUMAN
 from .errors import AdapterMismatchError, CheckpointError, DownloadError, IcmhError, InvalidArgumentError
 from .formats.adapter_files import load_adapters
-from .formats.reference import load_codec_state
+from .formats.reference import codec_state, load_codec_state
 from .hub.fetch import fetch, fetch_base
 from .hub.index import IndexSpec, load_index, resolve
 
@@ -54,9 +54,12 @@ def build_base(codec: str, q: int, pretrained: bool = True, index: IndexSpec = N
 
 
 def _indexed_weights(spec: CodecSpec, q: int, item) -> nn.Module:
+    """The weights of a ``base_codecs`` item; adapter tensors in it are left out, so that an index
+    may name a reference TIC-SFMA checkpoint as the base codec (its embedded base)."""
     path = fetch_base(item)
     model = spec.build(q, pretrained=False)
-    return load_codec_state(model, read_state_dict(path, f"{spec.name} q{q} base weights"), f"{spec.name} q{q} base weights {path.name} ({item.origin})")
+    state = codec_state(read_state_dict(path, f"{spec.name} q{q} base weights"))
+    return load_codec_state(model, state, f"{spec.name} q{q} base weights {path.name} ({item.origin})")
 
 
 def _builder_weights(spec: CodecSpec, q: int) -> nn.Module:

@@ -8,6 +8,18 @@ writes.
 ``encode`` / ``decode`` wrap the same steps in the .icmh container, finding the codec and
 adapters by themselves.
 
+Untrusted files cannot drive the decoder out of bounds: the header's image size is held to the
+pixel limit, the payload must be laid out as the codec lays out one image of that size (one
+string per latent, latent grids of 1/16 and 1/64 of the padded size), and the entropy decoder
+reads every string with the zero padding that bounds how far it can read
+(``icmh_hub.formats.rans``). A crafted file is refused with one error or decodes to a wrong
+picture. The encoder refuses latents and scales the entropy coder cannot take (NaN, infinities,
+values it would loop on), and both sides refuse a reconstruction that is not finite.
+
+Pixel limits: coding takes memory in proportion to the pixels (``benchmarks.memory`` measures
+it per codec family), so ``Encoder`` and ``Decoder`` refuse, before allocating, an image larger
+than what fits in ``MEMORY_BUDGET_MB`` (``pixel_limit``); ``max_pixels`` sets another limit.
+
 The encoder records which base weights (pretrained or icmh-hub's seeded random ones, plus a digest
 of them) and which adapters (sha256 of the adapter file, or of the tensors for adapters that never
 were a file) it used. The decoder rebuilds exactly that: the random codec from the same seed, an
@@ -34,14 +46,50 @@ from .core.padding import crop, pad, padded_size
 from .core.rate import estimated_bits, string_bytes
 from .core.spec import CodecSpec, get_codec
 from .core.tasks import HUMAN
-from .errors import BitstreamError, InvalidArgumentError, MissingFileError
+from .errors import BitstreamError, IcmhError, InvalidArgumentError, MissingFileError, NumericalError
 from .formats.adapter_files import load_adapters
-from .formats.bitstream import Header, pack, unpack
-from .formats.images import ImageInfo, as_batch, pil_to_tensor, read_image
+from .formats.bitstream import Header, pack, shape_dims, unpack
+from .formats.images import ImageInfo, as_batch, check_pixels, pil_to_tensor, read_image
+from .formats.rans import bounded_decoding, checked_encoding
 from .hub.fetch import fetch
 from .hub.index import IndexSpec, find_by_sha256
 
 MAX_FILE_BYTES = 1 << 30
+MAX_LATENTS = 64  # latent strings per file (ELIC has 11)
+
+MEMORY_BUDGET_MB = 8000
+FIXED_MB = 1200  # Python, torch and a codec's weights: the most benchmarks.memory measured, rounded up
+# Peak memory of compress or decompress (the larger, task adapters on, at the family's widest
+# quality), MB per megapixel, measured by benchmarks.memory and rounded up to 50 (README, "Memory
+# and the pixel limit").
+MB_PER_MEGAPIXEL: dict[str, int] = {
+    "mbt2018-mean": 950, "bmshj2018-hyperprior": 950, "mbt2018": 1000, "cheng2020-anchor": 950,
+    "cheng2020-attn": 1100, "elic2022": 950, "tic": 2200, "mbt2018-mean-demo": 650,
+}
+SAFETY = 1.15  # the line through 0.5 and 1 MP fell short of the peak at 2 MP by up to 5.5%
+_PAYLOAD_ERRORS = (RuntimeError, ValueError, IndexError, TypeError, KeyError, OverflowError, AssertionError, AttributeError)
+
+
+def memory_per_megapixel(codec: str) -> int:
+    """MB per megapixel that coding with ``codec`` takes (the largest measured, for a codec the
+    table does not have)."""
+    return MB_PER_MEGAPIXEL.get(get_codec(codec).name, max(MB_PER_MEGAPIXEL.values()))
+
+
+def pixel_limit(codec: str) -> int:
+    """The most pixels ``codec`` codes within ``MEMORY_BUDGET_MB`` (what --max-pixels defaults to)."""
+    return int((MEMORY_BUDGET_MB - FIXED_MB) / (SAFETY * memory_per_megapixel(codec)) * 1e6)
+
+
+def _limit(codec: str, max_pixels: int | None) -> tuple[int, str]:
+    """(pixel limit, what it protects) for ``max_pixels`` or the codec's default."""
+    if max_pixels is not None:
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+            raise InvalidArgumentError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+        return max_pixels, ""
+    return pixel_limit(codec), (
+        f" that {codec} codes within {MEMORY_BUDGET_MB / 1000:.0f} GB of memory (about {memory_per_megapixel(codec)} MB per MP)"
+    )
 
 
 # -- the in-memory coder -----------------------------------------------------------------------
@@ -86,16 +134,24 @@ def code(codec: AdaptedCodec, images: torch.Tensor, bitstream: bool = True, esti
     padded = pad(images, get_codec(codec.codec).pad_multiple)
     bits_est = bits = strings = None
     x_hat = None
-    if estimate or not bitstream:
-        out = codec(padded)
-        bits_est = [float(b) for b in estimated_bits(out["likelihoods"])]
-        x_hat = out["x_hat"]
-    if bitstream:
-        compressed = codec.compress(padded)
-        strings = compressed["strings"]
-        bits = [8 * n for n in _per_image_bytes(strings, len(images))]
-        x_hat = codec.decompress(strings, compressed["shape"])["x_hat"]
+    with checked_encoding(codec.base):
+        if estimate or not bitstream:
+            out = codec(padded)
+            bits_est = [float(b) for b in estimated_bits(out["likelihoods"])]
+            x_hat = out["x_hat"]
+        if bitstream:
+            compressed = codec.compress(padded)
+            strings = compressed["strings"]
+            bits = [8 * n for n in _per_image_bytes(strings, len(images))]
+            x_hat = codec.decompress(strings, compressed["shape"])["x_hat"]
+    _check_finite(x_hat, "the codec's weights or adapters hold non-finite values")
     return Coded(crop(x_hat, height, width).clamp(0, 1), strings, bits, bits_est, height * width)
+
+
+def _check_finite(x_hat: torch.Tensor, cause: str) -> None:
+    """A reconstruction with NaN or infinite pixels is an error (a PNG would show it black)."""
+    if not torch.isfinite(x_hat).all():
+        raise NumericalError(f"the reconstruction holds NaN or infinite pixels: {cause}")
 
 
 # -- identities --------------------------------------------------------------------------------
@@ -150,7 +206,7 @@ class Encoder:
     comparing digests; say it explicitly to skip that (it builds a random codec once).
     """
 
-    def __init__(self, codec: AdaptedCodec, pretrained: bool | None = None) -> None:
+    def __init__(self, codec: AdaptedCodec, pretrained: bool | None = None, max_pixels: int | None = None) -> None:
         if not isinstance(codec, AdaptedCodec):
             raise InvalidArgumentError(
                 f"encode() takes an AdaptedCodec (icmh_hub.load(...) or icmh_hub.attach(...)), got {type(codec).__name__}"
@@ -162,17 +218,19 @@ class Encoder:
             pretrained = self.base_digest != random_base_digest(codec.codec, codec.quality)
         self.pretrained = bool(pretrained)
         self.adapter_kind, self.adapter_id = adapter_identity(codec.adapters)
+        self.max_pixels, self.limit_reason = _limit(codec.codec, max_pixels)
 
     def encode(self, image: Any, info: ImageInfo | None = None) -> Encoded:
-        """Code ``image`` (tensor in [0, 1], PIL image or path) into a .icmh file's bytes."""
-        x, read_info = _as_tensor(image)
+        """Code ``image`` (tensor in [0, 1], PIL image or path) into a .icmh file's bytes.
+        An image of more than ``max_pixels`` pixels is refused before it is read."""
+        x, read_info = _as_tensor(image, self.max_pixels, self.limit_reason)
         info = info or read_info
         height, width = x.shape[-2:]
         padded = pad(x, self.spec.pad_multiple)
         reference = next(self.codec.base.parameters(), None)
         if reference is not None:
             padded = padded.to(device=reference.device, dtype=reference.dtype)
-        with torch.no_grad():
+        with torch.no_grad(), checked_encoding(self.codec.base):
             out = self.codec.compress(padded)
         header = Header(
             codec=self.codec.codec, quality=self.codec.quality, task=self.codec.task,
@@ -184,12 +242,15 @@ class Encoder:
         return Encoded(pack(header, out["strings"], out["shape"]), header, string_bytes(out["strings"]))
 
 
-def _as_tensor(image: Any) -> tuple[torch.Tensor, ImageInfo]:
+def _as_tensor(image: Any, max_pixels: int, why: str) -> tuple[torch.Tensor, ImageInfo]:
     if isinstance(image, (str, os.PathLike)):
-        return read_image(image)
+        return read_image(image, max_pixels, why)
     if isinstance(image, Image.Image):
+        check_pixels(image.height, image.width, max_pixels, "the image", why)
         return pil_to_tensor(image)
-    return as_batch(image), ImageInfo()
+    tensor = as_batch(image)
+    check_pixels(*tensor.shape[-2:], max_pixels, "the image", why)
+    return tensor, ImageInfo()
 
 
 def encode(codec: AdaptedCodec, image: Any, *, pretrained: bool | None = None) -> bytes:
@@ -229,8 +290,10 @@ class Decoder:
         device: str | torch.device = "cpu",
         codecs: Iterable[AdaptedCodec] = (),
         index: IndexSpec = None,
+        max_pixels: int | None = None,
     ) -> None:
         self.adapter, self.force_task, self.device, self.index = adapter, force_task, torch.device(device), index
+        self.max_pixels = max_pixels
         self._given: AdapterSet | None = None
         self._codecs = {(c.codec, c.quality, base_digest(c.base)): c for c in codecs}
         self._lent = {id(c) for c in self._codecs.values()}  # the caller's: leave them as they were
@@ -241,6 +304,9 @@ class Decoder:
             data = read_bitstream(data)
         header, strings, shape = unpack(data)
         spec = _spec_for(header)
+        limit, why = _limit(spec.name, self.max_pixels)
+        check_pixels(header.height, header.width, limit, "the coded image", why)
+        _check_payload(spec, header, strings, shape)
         task = self._task_for(header)
         codec = self._codec_for(header)
         key, added = None, False
@@ -251,9 +317,11 @@ class Decoder:
                 key, added = f"{task}@{adapter_identity(adapters)[1][:16]}", True
                 codec.add_adapters(key, adapters)
         try:
-            with codec.using(key), torch.no_grad():
+            with codec.using(key), torch.no_grad(), bounded_decoding(codec.base):
                 x_hat = codec.decompress(strings, shape)["x_hat"]
-        except (RuntimeError, ValueError, IndexError, TypeError, KeyError, OverflowError) as exc:
+        except IcmhError:
+            raise
+        except _PAYLOAD_ERRORS as exc:
             raise BitstreamError(
                 f"the payload does not decode with {spec.name} q{header.quality} ({type(exc).__name__}); the file is damaged"
             ) from None
@@ -263,6 +331,7 @@ class Decoder:
         expected = (1, 3, header.padded_height, header.padded_width)
         if tuple(x_hat.shape) != expected:
             raise BitstreamError(f"the payload decodes to shape {tuple(x_hat.shape)}, the header says {expected}; the file is damaged")
+        _check_finite(x_hat, "the file is damaged, or the codec's weights or adapters hold non-finite values")
         return Decoded(crop(x_hat, header.height, header.width).clamp(0, 1).cpu(), header)
 
     # -- which task, codec and adapters ---------------------------------------------------------
@@ -360,6 +429,26 @@ def _spec_for(header: Header) -> CodecSpec:
     if (header.padded_height, header.padded_width) != padded_size(header.height, header.width, spec.pad_multiple):
         raise BitstreamError(f"the padding in this file does not fit {spec.name}; the file is damaged")
     return spec
+
+
+def _check_payload(spec: CodecSpec, header: Header, strings: Any, shape: Any) -> None:
+    """The payload must be laid out as ``compress()`` lays out one image of the header's padded
+    size: a list of latents, each a list of one string (batch 1), and latent shapes whose last
+    two dimensions are the y grid (1/16 of the padded size) or the z grid (1/64), as they are for
+    every codec icmh-hub registers (four stride-2 stages to y, two more to z)."""
+    one_image = isinstance(strings, list) and 0 < len(strings) <= MAX_LATENTS and all(
+        isinstance(latent, list) and len(latent) == 1 and isinstance(latent[0], bytes) for latent in strings
+    )
+    if not one_image:
+        raise BitstreamError("damaged .icmh file: the payload is not one latent string per latent for one image")
+    z_grid = (header.padded_height // spec.pad_multiple, header.padded_width // spec.pad_multiple)
+    grids = {z_grid, (4 * z_grid[0], 4 * z_grid[1])}
+    dims = list(shape_dims(shape))
+    if not dims or any(len(d) < 2 or tuple(d[-2:]) not in grids for d in dims):
+        raise BitstreamError(
+            f"damaged .icmh file: the latent shapes {dims[:4]} do not fit a "
+            f"{header.padded_width}x{header.padded_height} (padded) image coded with {spec.name}"
+        )
 
 
 def read_bitstream(path: str | os.PathLike) -> bytes:

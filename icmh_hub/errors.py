@@ -76,6 +76,20 @@ class ImageFileError(IcmhError, ValueError):
     """An input that is not a readable image, or an image mode icmh-hub cannot code."""
 
 
+class ImageTooLargeError(IcmhError, ValueError):
+    """An image (to code, or named by a .icmh header) larger than the pixel limit that keeps coding
+    within its memory budget; the message names the limit and how to raise it."""
+
+
+class NumericalError(IcmhError, ArithmeticError):
+    """A codec (or its adapters) computed values that cannot be coded or shown: NaN or infinite
+    latents, scales or pixels, or latents beyond the entropy coder's range."""
+
+
+class OutputError(IcmhError, OSError):
+    """An output that cannot be written: a read-only folder, a file where a folder should be, a full disk."""
+
+
 class DataError(IcmhError, ValueError):
     """Training or evaluation data that cannot be used (empty folder, bad annotations, ...)."""
 

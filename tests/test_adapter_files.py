@@ -65,3 +65,59 @@ def test_plain_safetensors_and_future_versions_are_refused(tmp_path):
 def test_missing_file_is_clear(tmp_path):
     with pytest.raises(AdapterFileError, match="does not exist"):
         load_adapters(tmp_path / "nope.safetensors")
+
+
+def _rewrite(path, **changes):
+    """Rewrite metadata entries of a safetensors file in place (values JSON-encoded as icmh-hub writes them)."""
+    data = path.read_bytes()
+    size = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + size])
+    header["__metadata__"] |= {key: json.dumps(value) for key, value in changes.items()}
+    new_header = json.dumps(header).encode()
+    new_header += b" " * (-len(new_header) % 8)
+    path.write_bytes(struct.pack("<Q", len(new_header)) + new_header + data[8 + size :])
+
+
+def test_non_finite_tensors_are_refused_by_name(tmp_path):
+    adapters = build_adapters("mbt2018-mean", 1, middle_dim=4)
+    name = "adapters.decoder_2.stages.0.down.bias"
+    assert name in adapters.state_dict()
+    with torch.no_grad():
+        adapters.state_dict()[name][1] = float("nan")
+    path = save_adapters(adapters, tmp_path / "nan.safetensors")
+    with pytest.raises(AdapterFileError, match=f"tensor {name} holds NaN or infinite values"):
+        load_adapters(path)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("middle_dim", 1_000_000_000), ("middle_dim", "4"), ("middle_dim", 4.5), ("middle_dim", True), ("middle_dim", 0),
+    ("channels", 10_000_000), ("channels", 192), ("quality", "1"), ("quality", 9), ("codec", "jpeg"), ("codec", 5),
+    ("variant", "lora"), ("init", None), ("points", {"encoder_9": "g_a.1"}), ("points", []), ("points", {"encoder_1": 7}),
+])
+def test_absurd_or_mistyped_metadata_is_refused_by_key(tmp_path, key, value):
+    path = save_adapters(build_adapters("mbt2018-mean", 1, middle_dim=4), tmp_path / "a.safetensors")
+    _rewrite(path, **{key: value})
+    with pytest.raises(AdapterFileError, match=f"adapter metadata {key}="):
+        load_adapters(path)
+
+
+def test_metadata_is_checked_against_the_file_before_anything_is_allocated(tmp_path, monkeypatch):
+    """A middle_dim in range but not the file's (4096: 6 adapters of 170M parameters) is found out
+    on the meta device, from the shapes the file lists."""
+    import icmh_hub.formats.adapter_files as adapter_files
+
+    built_on = []
+    real = adapter_files.AdapterSet
+
+    def spy(*args, **kwargs):
+        built_on.append(torch.empty(0).device.type)
+        return real(*args, **kwargs)
+
+    path = save_adapters(build_adapters("mbt2018-mean", 1, middle_dim=4), tmp_path / "a.safetensors")
+    _rewrite(path, middle_dim=4096)
+    monkeypatch.setattr(adapter_files, "AdapterSet", spy)
+    with pytest.raises(AdapterFileError, match="has shape .* its metadata implies"):
+        load_adapters(path)
+    assert built_on == ["meta"]
+    _rewrite(path, middle_dim=4)
+    assert load_adapters(path).middle_dim == 4 and built_on == ["meta", "meta", "cpu"]

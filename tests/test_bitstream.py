@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from icmh_hub import BitstreamError, IcmhError, load, save_adapters
+from icmh_hub import BitstreamError, IcmhError, NumericalError, load, save_adapters
 from icmh_hub.formats.adapter_files import load_adapters
 from icmh_hub.core.adapter_set import build_adapters
 from icmh_hub.formats.bitstream import FORMAT_VERSION, MAGIC, Header, pack, read_header, unpack
@@ -301,3 +301,26 @@ def test_second_task_of_a_multi_task_random_codec_decodes():
         out = both.compress(x)
         direct = both.decompress(out["strings"], out["shape"])["x_hat"].clamp(0, 1)
     assert torch.equal(decode(encode(both, x, pretrained=False)), direct)
+
+
+def test_a_nan_in_the_decoder_is_an_error_not_a_black_picture():
+    codec = load(CODEC, None, Q, pretrained=False)
+    with torch.no_grad():
+        [m for m in codec.base.g_s.modules() if isinstance(m, torch.nn.ConvTranspose2d)][0].bias[0] = float("nan")
+    data = encode(codec, make_image(64, 64))  # g_s is not run by compress
+    with pytest.raises(NumericalError, match="NaN or infinite pixels"):
+        Decoder(codecs=[codec]).decode(data)
+
+
+def test_payload_layout_must_fit_the_header(codec):
+    """One string per latent (batch 1) and latent grids of the padded size, checked before decoding."""
+    header, strings, shape = unpack(encode(codec, make_image(64, 128), pretrained=False))
+    assert shape == (1, 2)
+    for bad_strings, bad_shape, message in (
+        ([strings[0] * 2, strings[1] * 2], shape, "one latent string per latent"),
+        ([strings[0]], shape, None),
+        (strings, (2, 2), "do not fit a 128x64"),
+        (strings, (1, 2, 3, 4), "do not fit"),
+    ):
+        with pytest.raises(BitstreamError, match=message):
+            Decoder(codecs=[codec]).decode(pack(header, bad_strings, bad_shape))

@@ -39,7 +39,7 @@ def test_compress_and_decompress_a_directory(tmp_path, images):
     coded = sorted((tmp_path / "coded").glob("*.icmh"))
     assert [p.name for p in coded] == ["a.icmh", "b.icmh", "c.icmh"]
     assert "bpp(file)" in result.stdout and "bpp(strings)" in result.stdout
-    assert "alpha channel dropped" in result.stderr  # c.webp has alpha
+    assert "alpha channel is dropped" in result.stderr  # c.webp has alpha
     assert {read_header(p.read_bytes()).task for p in coded} == {"cls"}
     result = _run("decompress", tmp_path / "coded", "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
@@ -105,14 +105,172 @@ def test_other_files_go_on_when_one_fails(tmp_path, images):
     assert len(list((tmp_path / "coded").glob("*.icmh"))) == 3
 
 
-def test_compress_in_another_process_decodes_here(tmp_path, images):
-    """The seeded random weights agree between the encoding process and this one."""
+PEAK_RUNNER = (
+    "import resource, sys\nfrom icmh_hub.cli import main\ntry:\n    main()\nfinally:\n"
+    "    print('peak-kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+)
+
+
+def test_another_process_codes_what_decodes_here_and_refuses_a_36_megapixel_photo(tmp_path, images):
+    """The seeded random weights agree between the encoding process and this one. In the same
+    batch a 6000x6000 photo (19.4 GB to compress) is refused from its header, with the limit
+    that keeps coding within 8 GB: the process never held its pixels, and the batch went on."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.png").write_bytes((images / "a.png").read_bytes())
+    Image.new("RGB", (6000, 6000), (90, 120, 150)).save(photos / "photo.png")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     process = subprocess.run(
-        [sys.executable, "-c", "from icmh_hub.cli import main; main()", "compress", str(images / "a.png"), "-o", str(tmp_path / "a.icmh"), *FAST, "--task", "cls"],
+        [sys.executable, "-c", PEAK_RUNNER, "compress", str(photos), "-o", str(tmp_path / "coded"), *FAST, "--task", "cls"],
         capture_output=True, text=True, env=env, timeout=300,
     )
-    assert process.returncode == 0, process.stderr
-    result = _run("decompress", tmp_path / "a.icmh", "-o", tmp_path / "a.png")
+    assert process.returncode == 1, process.stderr
+    errors = [line for line in process.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and errors[1] == "error: 1 of 2 files failed", errors
+    assert "6000x6000 is 36.0 MP, more than the limit of" in errors[0] and "8 GB of memory" in errors[0]
+    assert "--max-pixels 36000000" in errors[0]
+    peak_mb = int(process.stderr.rsplit("peak-kb", 1)[1].split()[0]) / 1e3
+    assert peak_mb < 1500, peak_mb  # torch and the codec; the photo's pixels (432 MB as floats) never came in
+    result = _run("decompress", tmp_path / "coded" / "a.icmh", "-o", tmp_path / "a.png")
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "a.png").size == (65, 33)
+
+
+# -- outputs: never replaced without --force, never an input, write failures one line each --------
+
+
+def test_existing_outputs_are_kept_without_force(tmp_path, images):
+    coded = tmp_path / "coded"
+    assert _run("compress", images, "-o", coded, *FAST).exit_code == 0
+    before = {p.name: p.read_bytes() for p in coded.iterdir()}
+    (images / "a.png").write_bytes((images / "sub" / "b.png").read_bytes())  # a.png now codes differently
+    result = _run("compress", images, "-o", coded, *FAST)
+    assert result.exit_code == 1 and result.stderr.count("exists; pass --force") == 3
+    assert {p.name: p.read_bytes() for p in coded.iterdir()} == before
+    assert _run("compress", images, "-o", coded, *FAST, "--force").exit_code == 0
+    assert (coded / "a.icmh").read_bytes() != before["a.icmh"]
+
+    photos = tmp_path / "photos"  # `decompress photos/ -o photos/` once replaced cat.png with its decode
+    photos.mkdir()
+    original = (images / "c.webp").read_bytes()
+    (photos / "c.png").write_bytes(original)
+    (photos / "c.icmh").write_bytes((coded / "c.icmh").read_bytes())
+    result = _run("decompress", photos, "-o", photos)
+    assert result.exit_code == 1 and "c.png exists; pass --force" in result.stderr
+    assert (photos / "c.png").read_bytes() == original
+    assert [p.name for p in photos.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_an_output_that_is_an_input_is_refused_even_with_force(tmp_path, images):
+    coded = tmp_path / "a.icmh"
+    assert _run("compress", images / "a.png", "-o", coded, *FAST).exit_code == 0
+    data = coded.read_bytes()
+    result = _run("compress", coded, "-o", coded, *FAST, "--force")
+    assert result.exit_code == 1 and "is also an input" in result.stderr
+    link = tmp_path / "link.icmh"
+    os.link(images / "a.png", link)  # another name of the input
+    result = _run("compress", images / "a.png", "-o", link, *FAST, "--force")
+    assert result.exit_code == 1 and "link.icmh is also an input" in result.stderr
+    checkpoint = tmp_path / "ckpt.pth.tar"
+    checkpoint.write_bytes(b"not read")
+    result = _run("convert", checkpoint, "--q", "1", "--task", "cls", "-o", checkpoint, "--force")
+    assert result.exit_code == 1 and "is also an input" in result.stderr
+    result = _run("convert", checkpoint, "--q", "1", "--task", "cls", "-o", coded)
+    assert result.exit_code == 1 and "exists; pass --force" in result.stderr
+    assert coded.read_bytes() == data and checkpoint.read_bytes() == b"not read"
+
+
+def test_write_failures_and_memory_errors_are_one_line_each(tmp_path, images, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("a file, not a folder")
+    result = _run("compress", images / "a.png", "-o", afile / "x.icmh", *FAST)
+    assert result.exit_code == 1 and f"{afile} is a file, not a folder" in result.stderr
+
+    import tempfile
+
+    import icmh_hub.formats.images
+
+    real_mkstemp, real_read = tempfile.mkstemp, icmh_hub.formats.images.read_image
+
+    def read_only(*args, prefix="", **kwargs):  # what a read-only folder does (root ignores chmod)
+        if prefix.startswith(".a.icmh"):
+            raise PermissionError(13, "Permission denied")
+        return real_mkstemp(*args, prefix=prefix, **kwargs)
+
+    def no_memory(path, *args, **kwargs):
+        if Path(path).name == "b.png":
+            raise MemoryError()
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(icmh_hub.formats.images, "read_image", no_memory)
+    result = _run("compress", images, "-o", tmp_path / "coded", *FAST)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 3, result.stderr
+    assert "a.icmh: cannot write it (Permission denied)" in errors[0]
+    assert "b.png: out of memory (MemoryError)" in errors[1]
+    assert errors[2] == "error: 2 of 3 files failed"
+    assert [p.name for p in (tmp_path / "coded").iterdir()] == ["c.icmh"]  # the batch went on
+    assert "Traceback" not in result.output
+
+
+def test_racing_writers_publish_each_name_once(tmp_path):
+    """Two compress runs into one folder: unique temporary names, and a name is taken by exactly
+    one writer (hard link, never a replace); the other gets OutputExistsError."""
+    import threading
+
+    from icmh_hub import OutputExistsError
+    from icmh_hub.cli.codec import publish
+
+    outcomes: list[str] = []
+
+    def writer(name: str, content: bytes) -> None:
+        try:
+            publish(tmp_path / name, lambda temporary: temporary.write_bytes(content * 10_000), force=False)
+            outcomes.append(f"{name} won")
+        except OutputExistsError:
+            outcomes.append(f"{name} exists")
+
+    threads = [threading.Thread(target=writer, args=(name, bytes([i]))) for name in ("x.icmh", "y.icmh") for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes).count("x.icmh won") == 1 and sorted(outcomes).count("y.icmh won") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.icmh", "y.icmh"]
+    assert len(set((tmp_path / "x.icmh").read_bytes())) == 1  # one writer's bytes, not a mix
+
+
+def test_unexpected_errors_are_one_line_and_debug_shows_them(tmp_path, images, monkeypatch):
+    import icmh_hub.assemble
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(icmh_hub.assemble, "build_codec", broken)
+    result = _run("compress", images, "-o", tmp_path / "coded", *FAST)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: unexpected ZeroDivisionError: a bug (run `icmh-hub --debug ...` for the traceback)"
+    result = CliRunner().invoke(main, ["--debug", "compress", str(images), "-o", str(tmp_path / "coded"), *FAST])
+    assert isinstance(result.exception, ZeroDivisionError)
+
+
+# -- images: frames, Pillow's bomb warning, the pixel limit ------------------------------------------
+
+
+def test_animations_pillow_warnings_and_the_pixel_limit(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    frames = [Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)) for _ in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    result = _run("compress", tmp_path / "anim.gif", "-o", tmp_path / "anim.icmh", *FAST)
+    assert result.exit_code == 0 and "anim.gif: 3 frames; only the first is coded" in result.stderr
+
+    Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "small.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow warns above this, refuses above twice it
+    result = _run("compress", tmp_path / "small.png", "-o", tmp_path / "small.icmh", *FAST)
+    assert result.exit_code == 0 and "note:" in result.stderr and "decompression bomb" in result.stderr
+    monkeypatch.undo()
+
+    result = _run("compress", tmp_path / "small.png", "-o", tmp_path / "small2.icmh", *FAST, "--max-pixels", "143")
+    assert result.exit_code == 1
+    assert "12x12 is 0.0 MP, more than the limit of 0.0 MP; to go on anyway, raise it with --max-pixels 144" in result.stderr

@@ -11,7 +11,7 @@ import icmh_hub.core.adapters
 from icmh_hub import IcmhError, UnknownNameError, attach, detach, load_adapters, read_metadata
 from icmh_hub.cli import main
 from icmh_hub.formats.reference import CONVERTER_VERSION, convert_reference, read_checkpoint, tic_from_state_dict
-from icmh_hub.hub.fetch import CONVERTERS
+from icmh_hub.hub.fetch import CONVERTERS, Converter
 
 from .tic_reference import CHECKPOINT, TOLERANCE, VECTORS, needs_reference, reconstruct_like_reference
 
@@ -77,7 +77,7 @@ def test_file_metadata(converted):
     assert info["converter"] == "tic-reference" and info["converter_version"] == CONVERTER_VERSION
     assert len(info["source_sha256"]) == 64
     assert load_adapters(converted).num_parameters() == 287_232
-    assert CONVERTERS["tic-reference"]() is convert_reference
+    assert CONVERTERS["tic-reference"]() == Converter(convert_reference, CONVERTER_VERSION)
 
 
 def test_module_prefixes_and_bare_state_dicts(tmp_path, converted, reference_state):

@@ -1,4 +1,9 @@
-"""``icmh-hub compress`` and ``icmh-hub decompress``: images to .icmh files and back to PNGs."""
+"""``icmh-hub compress`` and ``icmh-hub decompress``: images to .icmh files and back to PNGs.
+
+Each file of a batch is coded on its own: a failure (whatever it is) is one ``error:`` line and
+the others go on; any failure makes the exit status 1. An output that exists is not replaced
+without ``--force``, and an output that is also an input is refused before anything runs.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ..errors import IcmhError, InvalidArgumentError, MissingFileError
+from ..errors import IcmhError, InvalidArgumentError, MissingFileError, OutputError, OutputExistsError
 from ..formats.bitstream import SUFFIX
 from .main import one_line
 
@@ -55,12 +61,64 @@ def output_paths(inputs: list[Path], output: str, suffix: str) -> list[Path]:
     return paths
 
 
+def refuse_inputs_as_outputs(inputs: Iterable[Path], outputs: Iterable[Path]) -> None:
+    """An output that is one of the inputs (the same path, or a link to the same file) is refused,
+    ``--force`` or not: the input would be gone before it is read."""
+    sources = {Path(p).resolve() for p in inputs}
+    files = {_file_identity(p) for p in sources} - {None}
+    for output in map(Path, outputs):
+        if output.resolve() in sources or _file_identity(output) in files:
+            raise OutputExistsError(f"{output} is also an input; write the outputs somewhere else (-o)")
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file: the same for every name (link) it has."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def publish(target: Path, write: Callable[[Path], None], force: bool) -> None:
+    """``write`` a temporary file beside ``target`` and give it that name: an existing ``target``
+    only with ``force``; a folder that cannot be written is one clear error."""
+    from .._io import atomic_path
+
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise OutputError(f"{target}: cannot write it, {parent} is a file, not a folder")
+    try:
+        with atomic_path(target, replace=force) as temporary:
+            write(temporary)
+    except IcmhError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write it ({exc.strerror or exc}); check that its folder is writable") from None
+
+
+def noted(read: Callable[[], Any], source: Path) -> Any:
+    """``read()``, printing each warning it raises (alpha dropped, frames left out, Pillow's
+    decompression-bomb warning) as a ``note:`` line."""
+    from tqdm import tqdm
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = read()
+    for warning in caught:
+        message = str(warning.message)
+        tqdm.write(f"note: {message if str(source) in message else f'{source}: {message}'}", file=sys.stderr)
+    return result
+
+
 def _run_all(
-    ctx: click.Context, items: list[tuple[Path, Path]], work: Callable[[Path, Path], list[str]], header: list[str]
+    ctx: click.Context, items: list[tuple[Path, Path]], work: Callable[[Path, Path], list[str]], header: list[str],
+    force: bool,
 ) -> None:
     """Run ``work`` on every (input, output) pair with a progress bar, then print the table.
     A failing file (whatever the exception) is reported on one line and the others go on; any
-    failure means exit 1."""
+    failure means exit 1. An output that exists already fails its file before any work (unless
+    ``force``)."""
     from tqdm import tqdm
 
     debug = bool((ctx.find_root().obj or {}).get("debug"))
@@ -69,6 +127,8 @@ def _run_all(
         for source, target in bar:
             start = time.perf_counter()
             try:
+                if target.exists() and not force:
+                    raise OutputExistsError(f"{target} exists; pass --force to replace it")
                 row = work(source, target)
             except Exception as exc:  # noqa: BLE001  one line per file, whatever went wrong
                 if debug:
@@ -106,37 +166,35 @@ COMPRESS_HEADER = ["file", "bytes", "bpp(file)", "bpp(strings)", "time(s)"]
 @click.option("--task", default=None, help="Task adapters to use (cls, det, seg, ...); omit or 'human' for the plain codec.")
 @click.option("--adapter", type=click.Path(dir_okay=False), help="A local adapter file instead of the registry.")
 @click.option("--no-pretrained", is_flag=True, help="Seeded random weights (no network; for tests and trials).")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="Refuse larger images (default: what the codec codes within 8 GB of memory).")
+@click.option("--force", is_flag=True, help="Replace output files that exist.")
 @click.pass_context
-def compress_command(ctx, inputs, output, codec, quality, task, adapter, no_pretrained) -> None:
+def compress_command(ctx, inputs, output, codec, quality, task, adapter, no_pretrained, max_pixels, force) -> None:
     """Compress images (files, directories, globs) into .icmh files.
 
     PNG, JPEG, WebP and TIFF; 8 or 16 bit; grayscale is coded as RGB and decoded back to
-    grayscale; alpha is dropped (with a note). bpp(file) counts the whole file, header included;
-    bpp(strings) only the entropy-coded strings.
+    grayscale; alpha is dropped and an animation is coded as its first frame (each with a note).
+    Images larger than --max-pixels are refused before they are read. bpp(file) counts the whole
+    file, header included; bpp(strings) only the entropy-coded strings.
     """
-    from tqdm import tqdm
-
-    from .._io import atomic_write_bytes
     from ..assemble import build_codec
     from ..coding import Encoder
     from ..formats.images import IMAGE_SUFFIXES, read_image
 
     sources = expand_inputs(inputs, IMAGE_SUFFIXES)
     targets = output_paths(sources, output, SUFFIX)
+    refuse_inputs_as_outputs(sources, targets)
     model = build_codec(codec, quality, task, adapter, pretrained=not no_pretrained)
-    encoder = Encoder(model, pretrained=not no_pretrained)
+    encoder = Encoder(model, pretrained=not no_pretrained, max_pixels=max_pixels)
 
     def work(source: Path, target: Path) -> list[str]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image, info = read_image(source)
-        if info.alpha_dropped:
-            tqdm.write(f"note: {source}: alpha channel dropped (the codec codes colour only)", file=sys.stderr)
+        image, info = noted(lambda: read_image(source, encoder.max_pixels, encoder.limit_reason), source)
         encoded = encoder.encode(image, info)
-        atomic_write_bytes(target, encoded.data)
+        publish(target, lambda temporary: temporary.write_bytes(encoded.data), force)
         return [str(target), str(len(encoded.data)), f"{encoded.bpp:.4f}", f"{encoded.strings_bpp:.4f}"]
 
-    _run_all(ctx, list(zip(sources, targets)), work, COMPRESS_HEADER)
+    _run_all(ctx, list(zip(sources, targets)), work, COMPRESS_HEADER, force)
 
 
 DECOMPRESS_HEADER = ["file", "size", "mode", "task", "time(s)"]
@@ -147,31 +205,37 @@ DECOMPRESS_HEADER = ["file", "size", "mode", "task", "time(s)"]
 @click.option("-o", "--output", required=True, help="Output directory (or a .png file name for one input).")
 @click.option("--adapter", type=click.Path(dir_okay=False), help="The adapter file the images were coded with (checked by sha256).")
 @click.option("--force-task", default=None, help="Decode with this task's adapters, or 'human' for none, whatever the file was coded for.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="Refuse files of larger images (default: what their codec decodes within 8 GB of memory).")
+@click.option("--force", is_flag=True, help="Replace output files that exist.")
 @click.pass_context
-def decompress_command(ctx, inputs, output, adapter, force_task) -> None:
+def decompress_command(ctx, inputs, output, adapter, force_task, max_pixels, force) -> None:
     """Decompress .icmh files (files, directories, globs) into PNGs at their original size.
 
     The codec, quality, task and adapter come from each file's header; adapters are found in the
-    registry by their sha256 unless --adapter gives the file.
+    registry by their sha256 unless --adapter gives the file. A damaged or crafted file is
+    refused with one line (or decodes to a wrong picture), never a crash.
     """
     from ..coding import Decoder, read_bitstream
     from ..core.tasks import HUMAN
-    from ..formats.images import write_png
+    from ..formats.images import tensor_to_pil
 
     sources = expand_inputs(inputs, (SUFFIX,))
     targets = output_paths(sources, output, ".png")
-    decoder = Decoder(adapter, force_task)
+    refuse_inputs_as_outputs(sources, targets)
+    decoder = Decoder(adapter, force_task, max_pixels=max_pixels)
 
     def work(source: Path, target: Path) -> list[str]:
         decoded = decoder.decode(read_bitstream(source))
-        write_png(decoded.image, target, decoded.info)
+        picture = tensor_to_pil(decoded.image, decoded.info)
+        publish(target, lambda temporary: picture.save(temporary, format="PNG"), force)
         header = decoded.header
         task = header.task or HUMAN
         if force_task and (force_task if force_task != HUMAN else None) != header.task:
             task = f"{force_task} (coded: {task})"
         return [str(target), f"{header.width}x{header.height}", f"{header.mode}{header.bits}", task]
 
-    _run_all(ctx, list(zip(sources, targets)), work, DECOMPRESS_HEADER)
+    _run_all(ctx, list(zip(sources, targets)), work, DECOMPRESS_HEADER, force)
 
 
 COMMANDS = [compress_command, decompress_command]

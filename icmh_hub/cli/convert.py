@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..core.tasks import TASK_NAMES
+from ..errors import OutputExistsError
 
 
 @click.command("convert")
@@ -13,14 +16,21 @@ from ..core.tasks import TASK_NAMES
 @click.option("--q", "quality", type=int, required=True, help="Rate point of the base codec (TIC: 1-4).")
 @click.option("--task", type=click.Choice(TASK_NAMES), required=True, help="Task the adapters were trained for.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Adapter file to write (.safetensors).")
-def convert_command(checkpoint: str, codec: str, quality: int, task: str, output: str) -> None:
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+def convert_command(checkpoint: str, codec: str, quality: int, task: str, output: str, force: bool) -> None:
     """Convert a reference TIC-SFMA CHECKPOINT (.pth.tar) into an adapter file.
 
     The checkpoint is read with weights_only=True (no code in it runs); only its six SFMAs are
-    kept. Use the file with the TIC base codec of the same --q.
+    kept. Use the file with the TIC base codec of the same --q. An existing output is replaced
+    only with --force, and never when it is the checkpoint itself.
     """
     from ..formats.adapter_files import load_adapters
     from ..formats.reference import convert_reference
+    from .codec import refuse_inputs_as_outputs
+
+    refuse_inputs_as_outputs([Path(checkpoint)], [Path(output)])
+    if Path(output).exists() and not force:
+        raise OutputExistsError(f"{output} exists; pass --force to replace it")
 
     path = convert_reference(checkpoint, codec=codec, q=quality, task=task, out=output)
     adapters = load_adapters(path)

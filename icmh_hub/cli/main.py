@@ -1,7 +1,8 @@
 """The ``icmh-hub`` group: the commands of every area, and the error handling they share.
 
 A problem the user can fix (an ``IcmhError``) prints one line, ``error: ...``, and exits 1; so
-does any other exception, with a hint that ``--debug`` shows its traceback. Ctrl-C exits 130.
+does any other exception, with a hint that ``--debug`` shows its traceback (``MemoryError`` says
+that memory ran out). Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     if isinstance(exc, IcmhError):
         return text
+    if isinstance(exc, MemoryError):
+        return f"out of memory ({type(exc).__name__}{': ' + text if text else ''}); free memory, or code smaller images"
     return f"unexpected {type(exc).__name__}: {text or '(no message)'} (run `icmh-hub --debug ...` for the traceback)"
 
 

@@ -33,7 +33,7 @@ def list_command(codec: str | None, task: str | None, as_json: bool, index: tupl
     """List registry entries: published ones can be loaded, recipes must be trained first."""
     entries = registry.list_entries(codec=codec, task=task, index=list(index))
     if as_json:
-        click.echo(json.dumps([e.to_dict() | {"origin": e.origin} for e in entries], indent=2))
+        click.echo(json.dumps([e.to_dict() | {"origin": e.origin, "overrides": e.overrides} for e in entries], indent=2))
         return
     if not entries:
         click.echo("no entries match; `icmh-hub list` without filters shows them all")
@@ -44,14 +44,50 @@ def list_command(codec: str | None, task: str | None, as_json: bool, index: tupl
         click.echo(f"{e.id:<28} {e.status:<10} {lmbda:>7} {e.variant:<9} {e.middle_dim:>3} {len(e.metrics):>7}  {e.where()}")
 
 
-def _sha_line(entry: registry.Entry) -> str:
-    if entry.sha256:
-        return f"{entry.sha256} (pinned by the index)"
-    if entry.status == "recipe":
-        return "none (no file yet)"
+def _metric_line(m: dict) -> str:
+    """One result; a figure quoted from the paper says so in words, not only by its source field."""
+    where = f"{m.get('metric')} = {m.get('value')} on {m.get('dataset')} ({m.get('images', '?')} images"
+    notes = f" ({m['notes']})" if m.get("notes") else ""
+    if m.get("source") == "paper":
+        return f"{where}): the paper's figure{notes}, not measured by icmh-hub"
+    return f"{where}, {m.get('source', 'measured')}, {m.get('date', '?')}){notes}"
+
+
+def _url_rows(name: str, where: str, source: dict) -> list[tuple[str, object]]:
+    """The row saying where a file lives, and where it is really fetched from when a mirror is set."""
+    from ..hub.transport import MIRROR_ENV, mirrored
+
+    rows: list[tuple[str, object]] = [(name, where)]
+    if source.get("kind") == "url" and mirrored(source["url"]) != source["url"]:
+        rows.append(("", f"fetched from {mirrored(source['url'])} (${MIRROR_ENV})"))
+    return rows
+
+
+def _info_rows(entry: registry.Entry) -> list[tuple[str, object]]:
     from ..hub.fetch import trust_note
 
-    return "NOT PINNED by the index: " + trust_note(entry.source or {}, entry.task)
+    rows: list[tuple[str, object]] = [
+        ("entry", entry.id), ("status", entry.status), ("codec", f"{entry.codec} q{entry.q}"), ("task", entry.task),
+        ("lambda", f"{entry.lmbda:g}" if entry.lmbda is not None else "-"), ("adapters", f"{entry.variant}, d={entry.middle_dim}"),
+        *_url_rows("file", entry.where(), entry.source or {}),
+        ("sha256", trust_note(entry.source, entry.sha256, entry)), ("size", f"{entry.size:,} bytes" if entry.size else "-"),
+    ]
+    if entry.base is not None:
+        rows += [*_url_rows("base codec", entry.base.where(), entry.base.source),
+                 ("base sha256", trust_note(entry.base.source, entry.base.sha256))]
+    else:
+        rows.append(("base codec", "the codec builder's own pretrained weights (CompressAI's zoo); the index names none"))
+    rows.append(("index", entry.origin))
+    if entry.overrides:
+        rows.append(("overrides", f"{entry.overrides}: same id or same codec, task, q and lambda; load() uses this entry"))
+    if entry.overridden_by:
+        rows.append(("overridden", f"by {entry.overridden_by}, a later index with the same id or codec, task, q and lambda; load() uses that one"))
+    if entry.status == "recipe":
+        rows.append(("train", train_command(entry)))
+    rows += [("metric", _metric_line(m)) for m in entry.metrics] or [("metrics", "none recorded")]
+    if entry.notes:
+        rows.append(("notes", entry.notes))
+    return rows
 
 
 @click.command("info")
@@ -62,35 +98,27 @@ def info_command(entry_id: str, as_json: bool, index: tuple[str, ...]) -> None:
     """Everything the index says about ENTRY (e.g. mbt2018-mean/cls/q3)."""
     entry = registry.get_entry(entry_id, index=list(index))
     if as_json:
-        click.echo(json.dumps(entry.to_dict() | {"origin": entry.origin}, indent=2))
+        click.echo(json.dumps(entry.to_dict() | {"origin": entry.origin, "overrides": entry.overrides,
+                                                 "overridden_by": entry.overridden_by}, indent=2))
         return
-    rows = [
-        ("entry", entry.id), ("status", entry.status), ("codec", f"{entry.codec} q{entry.q}"),
-        ("task", entry.task), ("lambda", entry.lmbda if entry.lmbda is not None else "-"),
-        ("adapters", f"{entry.variant}, d={entry.middle_dim}"), ("file", entry.where()),
-        ("sha256", _sha_line(entry)), ("size", f"{entry.size:,} bytes" if entry.size else "-"),
-        ("index", entry.origin),
-    ]
-    for key, value in rows:
-        click.echo(f"{key:<9} {value}")
-    if entry.status == "recipe":
-        click.echo(f"{'train':<9} {train_command(entry)}")
-    for m in entry.metrics:
-        click.echo(f"{'metric':<9} {m.get('metric')} = {m.get('value')} on {m.get('dataset')} ({m.get('images', '?')} images, {m.get('source', 'measured')}, {m.get('date', '?')})")
-    if not entry.metrics:
-        click.echo(f"{'metrics':<9} none recorded")
-    if entry.notes:
-        click.echo(f"{'notes':<9} {entry.notes}")
+    for key, value in _info_rows(entry):
+        click.echo(f"{key:<11} {value}")
 
 
 @click.command("download")
 @click.argument("entry_id", metavar="ENTRY")
+@click.option("--retrust", is_flag=True,
+              help="Forget the sha256s recorded on first use for ENTRY's unpinned URL files and accept what is downloaded now "
+                   "(after a publisher replaced a file on purpose).")
 @index_option
-def download_command(entry_id: str, index: tuple[str, ...]) -> None:
+def download_command(entry_id: str, retrust: bool, index: tuple[str, ...]) -> None:
     """Download ENTRY's adapter file into the cache, verify its sha256, print its path."""
-    from ..hub.fetch import fetch
+    from ..hub.fetch import fetch, retrust as forget
 
     entry = registry.get_entry(entry_id, index=list(index))
+    if retrust:
+        for url in forget(entry):
+            click.echo(f"forgot the sha256 recorded on first use for {url}", err=True)
     click.echo(str(fetch(entry)))
 
 

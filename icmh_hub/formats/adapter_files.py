@@ -3,6 +3,12 @@
 safetensors holds tensors only (no pickle, nothing executes on load). Its ``__metadata__`` (a
 str -> str map) says what the tensors fit: format and version, codec, quality, N, variant, d,
 insertion points, and the task description (task, lambda, recipe, ...) as JSON.
+
+Loading trusts nothing in the file: the metadata's types and ranges are checked (N must be the
+codec's at that quality), the adapters it describes are built on the meta device (no memory)
+and their tensor names and shapes compared with those the file lists, all before anything is
+allocated, so an absurd ``middle_dim`` costs nothing; tensors that are not finite are refused by
+name.
 """
 
 from __future__ import annotations
@@ -12,16 +18,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .._io import atomic_path, sha256_of
-from ..core.adapter_set import AdapterSet
+from ..core.adapter_set import STAGES, AdapterSet, point_key
+from ..core.spec import SIDES, get_codec
+from ..core.variants import INITS, VARIANTS
 from ..errors import AdapterFileError
 
 FORMAT = "icmh-adapter"
 FORMAT_VERSION = 1
 _LAYOUT_KEYS = ("codec", "quality", "channels", "variant", "middle_dim", "points", "init")
+MAX_MIDDLE_DIM = 4096
+_POINT_KEYS = tuple(point_key(side, stage) for side in SIDES for stage in STAGES)
 
 
 def save_adapters(adapters: AdapterSet, path: str | os.PathLike, **info: Any) -> Path:
@@ -78,29 +89,76 @@ def load_adapters(path: str | os.PathLike) -> AdapterSet:
     """Read an adapter file written by ``save_adapters`` into a new AdapterSet."""
     meta = read_metadata(path)
     info = meta.pop("info")
+    _check_layout(path, meta)
     try:
-        adapters = AdapterSet(**meta, info=info)
-    except (TypeError, ValueError, AttributeError) as exc:
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            expected = {name: tuple(t.shape) for name, t in AdapterSet(**meta, info=info).state_dict().items()}
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
         raise AdapterFileError(f"{path} has adapter metadata that makes no sense ({exc}); the file is damaged") from None
-    expected = adapters.state_dict()
     try:
         with safe_open(str(path), framework="pt") as handle:
-            names = set(handle.keys())
-            if names != set(expected):
-                missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
-                raise AdapterFileError(
-                    f"{path} does not match its own metadata (missing {missing[:3]}, unexpected "
-                    f"{extra[:3]}); the file is damaged or was not written by icmh-hub"
-                )
-            tensors = {name: handle.get_tensor(name) for name in names}
+            _check_tensors_listed(path, expected, {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()})
+            tensors = {name: handle.get_tensor(name) for name in expected}
     except (SafetensorError, OSError, ValueError) as exc:
+        if isinstance(exc, AdapterFileError):
+            raise
         raise AdapterFileError(f"{path} is truncated or damaged ({exc}); re-download or re-save it") from None
     for name, tensor in tensors.items():
-        if tensor.shape != expected[name].shape:
+        if not tensor.is_floating_point():
+            raise AdapterFileError(f"{path}: tensor {name} holds {tensor.dtype} values, not floats; the file is damaged")
+        if not torch.isfinite(tensor).all():
             raise AdapterFileError(
-                f"{path}: tensor {name} has shape {tuple(tensor.shape)}, its metadata implies "
-                f"{tuple(expected[name].shape)}; the file is damaged"
+                f"{path}: tensor {name} holds NaN or infinite values (a diverged training run, or a damaged "
+                "file); these adapters cannot code anything"
             )
+    adapters = AdapterSet(**meta, info=info)
     adapters.load_state_dict(tensors)
     adapters.sha256 = sha256_of(path)
     return adapters
+
+
+def _check_layout(path: str | os.PathLike, meta: dict[str, Any]) -> None:
+    """Types and ranges of the layout metadata, before anything is built from it."""
+
+    def bad(key: str, rule: str) -> AdapterFileError:
+        return AdapterFileError(f"{path}: adapter metadata {key}={meta.get(key)!r} is invalid ({rule}); the file is damaged")
+
+    codec, quality = meta.get("codec"), meta.get("quality")
+    try:
+        spec = get_codec(codec)
+    except KeyError:
+        raise bad("codec", "not a codec this icmh-hub knows") from None
+    if not _is_int(quality) or quality not in spec.channels:
+        raise bad("quality", f"one of {list(spec.qualities)} for {spec.name}")
+    if not _is_int(meta.get("channels")) or meta["channels"] != spec.channels[quality]:
+        raise bad("channels", f"{spec.name} q{quality} has N={spec.channels[quality]}")
+    if not _is_int(meta.get("middle_dim")) or not 1 <= meta["middle_dim"] <= MAX_MIDDLE_DIM:
+        raise bad("middle_dim", f"an integer from 1 to {MAX_MIDDLE_DIM}")
+    if meta.get("variant") not in VARIANTS:
+        raise bad("variant", f"one of {sorted(VARIANTS)}")
+    if meta.get("init") not in INITS:
+        raise bad("init", f"one of {list(INITS)}")
+    points = meta.get("points")
+    if not isinstance(points, dict) or not points or not all(
+        key in _POINT_KEYS and isinstance(value, str) and 0 < len(value) <= 200 for key, value in points.items()
+    ):
+        raise bad("points", f"a non-empty map from {list(_POINT_KEYS)} to module paths")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_tensors_listed(path: str | os.PathLike, expected: dict[str, tuple], found: dict[str, tuple]) -> None:
+    """The file lists exactly the tensors, of exactly the shapes, that its metadata implies."""
+    if set(found) != set(expected):
+        missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+        raise AdapterFileError(
+            f"{path} does not match its own metadata (missing {missing[:3]}, unexpected "
+            f"{extra[:3]}); the file is damaged or was not written by icmh-hub"
+        )
+    for name, shape in found.items():
+        if shape != expected[name]:
+            raise AdapterFileError(
+                f"{path}: tensor {name} has shape {shape}, its metadata implies {expected[name]}; the file is damaged"
+            )

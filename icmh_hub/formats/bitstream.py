@@ -26,14 +26,18 @@ them as shapes) without knowing the model.
 
 The checksum is checked before any field is trusted, so a damaged file is rejected before its
 payload reaches CompressAI's range decoder (which does not check its input). Every count and size
-is bounded before anything is allocated, so even a crafted file with a valid checksum gives a
-BitstreamError and never a crash, a hang or a huge allocation in this module.
+is bounded before anything is allocated, so parsing even a crafted file with a valid checksum
+gives a BitstreamError or a header that passes every range check, never a crash, a hang or a
+huge allocation. What a parsed payload may then ask of the entropy decoder is bounded by
+``icmh_hub.coding`` (layout against the header and codec, pixel limit) and
+``icmh_hub.formats.rans`` (how far the decoder may read each string).
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,14 +239,14 @@ def _put_tree(out: bytearray, value: Any, depth: int) -> None:
 def _check_shape(shape: Any, header: Header) -> None:
     """Bound the latent sizes a shape asks the decoder to allocate by the padded image size."""
     limit = LATENT_FACTOR * header.padded_height * header.padded_width
-    for dims in _int_lists(shape):
+    for dims in shape_dims(shape):
         size = 1
         for dim in dims:
             size *= dim
         _require(size <= limit, f"latent shape {tuple(dims)} is too large for a {header.padded_height}x{header.padded_width} image")
 
 
-def _int_lists(value: Any):
+def shape_dims(value: Any) -> Iterator[list[int]]:
     """Every list of ints inside a shape tree (a bare int counts as a list of one)."""
     if isinstance(value, int):
         yield [value]
@@ -251,10 +255,10 @@ def _int_lists(value: Any):
             yield list(value)
         else:
             for item in value:
-                yield from _int_lists(item)
+                yield from shape_dims(item)
     elif isinstance(value, dict):
         for item in value.values():
-            yield from _int_lists(item)
+            yield from shape_dims(item)
 
 
 class _Reader:

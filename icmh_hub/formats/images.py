@@ -11,6 +11,11 @@ What happens to each kind of input (the codecs code 3-channel RGB):
 - Alpha (RGBA, LA, palette with transparency) is dropped with a warning: the colour channels are
   coded as stored, the transparency is not (the codecs have no alpha channel).
 - 32-bit float images are refused (their range is unknown); convert them to 8 or 16 bit.
+- Animated or multi-page files (GIF, APNG, WebP, TIFF) are coded as their first frame, with a
+  warning that says how many frames were left out.
+- ``max_pixels``: an image with more pixels is refused (``ImageTooLargeError``) from its header,
+  before its pixels are decoded. Pillow's own decompression-bomb warning (above 89 MP) is a
+  warning like the others, and its error (above 179 MP) an ``ImageFileError``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 from PIL import Image, ImageOps
 
 from .._io import atomic_path
-from ..errors import ImageFileError
+from ..errors import ImageFileError, ImageTooLargeError
 
 # the image files icmh-hub reads anywhere (compress, training data, evaluation folders)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm")
@@ -42,19 +47,39 @@ class ImageInfo:
     alpha_dropped: bool = False
 
 
-def read_image(path: str | os.PathLike) -> tuple[torch.Tensor, ImageInfo]:
-    """Read an image file as a (1, 3, H, W) float32 tensor in [0, 1] and how to write it back."""
+def read_image(path: str | os.PathLike, max_pixels: int | None = None, why: str = "") -> tuple[torch.Tensor, ImageInfo]:
+    """Read an image file as a (1, 3, H, W) float32 tensor in [0, 1] and how to write it back.
+
+    ``max_pixels``: refuse a larger image before decoding its pixels (``why`` is added to the
+    message: what the limit protects)."""
     path = Path(path)
     if not path.is_file():
         raise ImageFileError(f"{path}: no such image file")
     try:
         with Image.open(path) as image:
+            if max_pixels is not None:
+                check_pixels(image.height, image.width, max_pixels, str(path), why)
+            frames = getattr(image, "n_frames", 1)
             image.load()
             image = ImageOps.exif_transpose(image)
+    except ImageTooLargeError:
+        raise
     except _READ_ERRORS as exc:
         raise ImageFileError(f"{path}: not a readable image ({type(exc).__name__}: {exc}); give a PNG, JPEG, WebP or TIFF file") from None
+    if frames > 1:
+        warnings.warn(f"{path}: {frames} frames; only the first is coded", stacklevel=2)
     tensor, info = pil_to_tensor(image, name=str(path))
     return tensor, info
+
+
+def check_pixels(height: int, width: int, max_pixels: int, name: str, why: str = "") -> None:
+    """Raise ImageTooLargeError if ``height`` x ``width`` is more than ``max_pixels``."""
+    pixels = height * width
+    if pixels > max_pixels:
+        raise ImageTooLargeError(
+            f"{name}: {width}x{height} is {pixels / 1e6:.1f} MP, more than the limit of {max_pixels / 1e6:.1f} MP"
+            f"{why}; to go on anyway, raise it with --max-pixels {pixels} (max_pixels={pixels} in Python)"
+        )
 
 
 def pil_to_tensor(image: Image.Image, name: str = "image") -> tuple[torch.Tensor, ImageInfo]:

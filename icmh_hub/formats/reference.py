@@ -149,18 +149,40 @@ def adapters_from_state_dict(state: Mapping[str, torch.Tensor], codec: str = "ti
     return adapters
 
 
+def check_embedded_base(state: Mapping[str, torch.Tensor], base: str | os.PathLike, codec: str, q: int, checkpoint: str) -> None:
+    """Refuse a checkpoint whose embedded base codec is not ``base`` (the weights its adapters
+    are used with): the paper froze the base codec, so its learned parameters must be equal.
+    Entropy tables (buffers) are left out: ``update()`` recomputes them."""
+    base = Path(base)
+    model = get_codec(codec).build(q, pretrained=False)
+    expected = read_state_dict(base, f"{codec} q{q} base weights")
+    differing = differing_parameters(model, codec_state(state), expected)
+    if differing:
+        total = sum(1 for _ in model.parameters())
+        raise CheckpointError(
+            f"the base codec inside {checkpoint} differs from {codec} q{q}'s base weights {base.name} in "
+            f"{len(differing)} of {total} learned parameters (e.g. {differing[:2]}): its adapters were trained on "
+            f"another base codec. Check that the entry's q is the checkpoint's rate point; to use the checkpoint's "
+            f"own base codec instead, give {codec} q{q} a base_codecs item whose source is this checkpoint (adapters/README.md)"
+        )
+
+
 def convert_reference(
     checkpoint: str | os.PathLike,
     codec: str = "tic",
     q: int | None = None,
     task: str | None = None,
     out: str | os.PathLike | None = None,
+    base: str | os.PathLike | None = None,
     **info: Any,
 ) -> Path:
     """Convert a released TIC-SFMA checkpoint to an adapter file at ``out``; return its path.
 
     ``q`` (1..4) is the base codec's rate point and ``task`` one of cls / det / seg; the file
     records both, the checkpoint's name and sha256, this converter's version, and ``info``.
+    With ``base`` (the base codec's weights file, e.g. TransTIC's ``base_codec_q.pth.tar``) the
+    checkpoint's embedded base codec must equal it (``check_embedded_base``), and the file
+    records the base file's name and sha256 too.
     """
     if codec != "tic":
         raise unknown_name("codec for the reference converter", codec, ["tic"])
@@ -168,7 +190,11 @@ def convert_reference(
         raise InvalidArgumentError("convert_reference needs q= (1-4), task= (cls, det or seg) and out= (the .safetensors path)")
     get_task(task)
     checkpoint = Path(checkpoint)
-    adapters = adapters_from_state_dict(read_checkpoint(checkpoint), codec, q, task=task)
+    state = read_checkpoint(checkpoint)
+    adapters = adapters_from_state_dict(state, codec, q, task=task)
+    if base is not None:
+        check_embedded_base(state, base, codec, q, checkpoint.name)
+        info = {"base_file": Path(base).name, "base_sha256": sha256_of(base), **info}
     return save_adapters(
         adapters, out, recipe="reference", source_checkpoint=checkpoint.name, source_sha256=sha256_of(checkpoint),
         converter=CONVERTER, converter_version=CONVERTER_VERSION, **info,

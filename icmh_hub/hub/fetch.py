@@ -1,50 +1,65 @@
 """Fetching what an index entry names: its file, downloaded or found, verified before use.
 
 Hub sources go through ``hf_hub_download``, URL sources through our cache (trust on first use
-when the index pins no sha256), local sources are read where the index says. A URL source with
-a ``converter`` (the paper's released checkpoints) is converted once into an adapter file,
-which is cached and whose sha256 is recorded on first use as well.
+when the index pins no sha256), local sources are read where the index says (inside its
+folder). A URL source with a ``converter`` (the paper's released checkpoints) is converted once
+into an adapter file, after checking the base codec inside the checkpoint against the entry's
+base codec (``Entry.base``); the converted file is cached, and its record (its sha256, and the
+sha256s of the checkpoint and base codec it came from) is checked on every later use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .._io import atomic_path
 from ..errors import IntegrityError, MissingFileError, RegistryError, unknown_name
 from . import transport
 from .index import BaseEntry, Entry, local_path
 
 
-def _reference_converter() -> Callable[..., Path]:
-    from ..formats.reference import convert_reference
+@dataclass(frozen=True)
+class Converter:
+    """Turns a downloaded reference checkpoint into an adapter file: ``convert(checkpoint, codec=,
+    q=, task=, out=, base=, **info)`` writes ``out`` atomically (as ``save_adapters`` does), checking
+    the checkpoint against the ``base`` weights file when one is given; ``version`` changes
+    whenever its output would."""
 
-    return convert_reference
+    convert: Callable[..., Path]
+    version: int
+
+
+def _tic_reference() -> Converter:
+    from ..formats.reference import CONVERTER_VERSION, convert_reference
+
+    return Converter(convert_reference, CONVERTER_VERSION)
 
 
 # converter name in index entries -> a function giving the converter (imported when used)
-CONVERTERS: dict[str, Callable[[], Callable[..., Path]]] = {"tic-reference": _reference_converter}
+CONVERTERS: dict[str, Callable[[], Converter]] = {"tic-reference": _tic_reference}
 
 
 def fetch(entry: Entry) -> Path:
-    """The entry's adapter file, downloaded (or taken from the cache) and verified before use."""
+    """The entry's adapter file, downloaded (or taken from the cache), converted if the entry
+    says so, and verified before use."""
     if entry.status == "recipe":
         raise RegistryError(
             f"{entry.id} is a recipe, not trained yet (no file to download); `icmh-hub info {entry.id}` "
             "shows the command that trains it, then `icmh-hub push` the result"
         )
-    return _fetch_source(entry.source or {}, entry.sha256, entry.size, entry.origin, entry.id, entry.codec, entry.q, entry.task)
+    source = entry.source or {}
+    path = _fetch_source(source, entry.sha256, entry.size, entry.origin, entry.id)
+    return _converted(entry, path) if source.get("converter") else path
 
 
 def fetch_base(base: BaseEntry) -> Path:
     """The base codec's weights file named by a ``base_codecs`` item, verified."""
-    return _fetch_source(base.source, base.sha256, base.size, base.origin, f"{base.codec} q{base.q} base weights", base.codec, base.q, None)
+    return _fetch_source(base.source, base.sha256, base.size, base.origin, f"{base.codec} q{base.q} base weights")
 
 
-def _fetch_source(source: Mapping[str, Any], sha256: str | None, size: int | None, origin: str, what: str,
-                  codec: str, q: int, task: str | None) -> Path:
+def _fetch_source(source: Mapping[str, Any], sha256: str | None, size: int | None, origin: str, what: str) -> Path:
     kind = source["kind"]
     if kind == "local" and origin.startswith("hf://"):  # a file beside a hub-hosted index
         repo_id, revision, index_path = transport.parse_hf_uri(origin)
@@ -63,8 +78,17 @@ def _fetch_source(source: Mapping[str, Any], sha256: str | None, size: int | Non
     download = transport.fetch_url(source["url"], sha256=sha256, name=source.get("name"))
     if size is not None and download.stat().st_size != size:
         transport.verify(download, None, size, what=what)
-    converter = source.get("converter")
-    return _converted(download, converter, codec, q, task) if converter else download
+    return download
+
+
+# ----------------------------------------------------------------------------- converted files
+
+
+def _expected_sha256(source: Mapping[str, Any], pinned: str | None) -> str | None:
+    """The sha256 a verified file of ``source`` has: pinned by the index, or recorded on first use."""
+    if pinned or source.get("kind") != "url":
+        return pinned
+    return transport.trust_records().get(source["url"], {}).get("sha256")
 
 
 def converted_target(download: Path, converter: str, task: str | None) -> Path:
@@ -72,36 +96,73 @@ def converted_target(download: Path, converter: str, task: str | None) -> Path:
     return download.with_name(f"{download.name}.{converter}.{task or 'base'}.safetensors")
 
 
-def trust_note(source: Mapping[str, Any], task: str | None) -> str:
-    """What was recorded on first use for an unpinned URL source (and its converted file)."""
-    records = transport.trust_records()
-    seen = records.get(source.get("url", ""))
-    if not seen:
-        return "trust on first use; nothing recorded yet (the first download will be)"
-    note = f"trust on first use; recorded {seen['sha256']} on {seen['first_used']}"
-    if source.get("converter"):
-        target = converted_target(transport.url_target(source["url"], source.get("name")), source["converter"], task)
-        converted = records.get(f"converted:{target}")
-        if converted:
-            note += f"; converted file {converted['sha256']} recorded on {converted['first_used']}"
-    return note
+def _converted_key(entry: Entry) -> str:
+    return f"converted:{(entry.source or {}).get('url')}#{entry.task}"
 
 
-def _converted(download: Path, converter: str, codec: str, q: int, task: str | None) -> Path:
-    """Convert a downloaded reference checkpoint once; the result is cached and its sha256 recorded."""
-    out = converted_target(download, converter, task)
-    key = f"converted:{out}"
-    record = transport.trust_records().get(key)
-    if out.is_file() and record:
-        try:
-            transport.verify(out, record["sha256"], what=f"converted {download.name}")
-            return out
-        except IntegrityError:
-            transport.forget_trust(key)
-    if converter not in CONVERTERS:
-        raise unknown_name("converter", converter, sorted(CONVERTERS))
-    convert = CONVERTERS[converter]()
-    with atomic_path(out) as temporary:
-        convert(download, codec=codec, q=q, task=task, out=temporary)
-    transport.record_trust(key, out, source=str(download), converter=converter)
+def _converter(name: str) -> Converter:
+    if name not in CONVERTERS:
+        raise unknown_name("converter", name, sorted(CONVERTERS))
+    return CONVERTERS[name]()
+
+
+def _converted(entry: Entry, download: Path) -> Path:
+    """Convert a downloaded reference checkpoint once (checking its embedded base codec against
+    ``entry.base``); later uses take the cached file while its record still fits."""
+    source = entry.source or {}
+    converter = _converter(source["converter"])
+    base = fetch_base(entry.base) if entry.base is not None else None
+    embedded = base is not None and base.resolve() == download.resolve()  # the index made the checkpoint its own base
+    wanted = {
+        "source_url": source["url"], "source_sha256": _expected_sha256(source, entry.sha256),
+        "base_sha256": _expected_sha256(entry.base.source, entry.base.sha256) if entry.base else None,
+        "base": "embedded" if embedded else "checked" if base is not None else "not checked",
+        "converter": source["converter"], "converter_version": converter.version,
+    }
+    out, key = converted_target(download, source["converter"], entry.task), _converted_key(entry)
+    with transport.locked(out):
+        record = transport.trust_records().get(key)
+        if out.is_file() and record and all(record.get(k) == v for k, v in wanted.items()):
+            try:
+                transport.verify(out, record["sha256"], what=f"converted {download.name}")
+                return out
+            except IntegrityError:  # derived here from verified files: made again, not refused
+                pass
+        converter.convert(download, codec=entry.codec, q=entry.q, task=entry.task, out=out,
+                          base=None if embedded else base, source_url=source["url"], base_check=wanted["base"])
+        transport.record_trust(key, out, **wanted)
     return out
+
+
+def retrust(entry: Entry) -> list[str]:
+    """Forget what was recorded on first use for the entry's unpinned URL files (its own, its base
+    codec's, its converted file) and drop their cached copies: the next fetch trusts what it gets.
+    The explicit step after a publisher replaced a file on purpose; returns the URLs forgotten."""
+    forgotten = []
+    for source, pinned in ((entry.source, entry.sha256), *([(entry.base.source, entry.base.sha256)] if entry.base else [])):
+        if source and source.get("kind") == "url" and not pinned:
+            target = transport.url_target(source["url"], source.get("name"))
+            with transport.locked(target):
+                transport.remove_cached(target)
+            transport.forget_trust(source["url"])
+            forgotten.append(source["url"])
+    if (entry.source or {}).get("converter"):
+        transport.forget_trust(_converted_key(entry))
+    return forgotten
+
+
+def trust_note(source: Mapping[str, Any] | None, pinned: str | None, entry: Entry | None = None) -> str:
+    """How a file is verified, in one phrase: pinned by the index, or what was recorded on first use."""
+    if pinned:
+        return f"{pinned} (pinned by the index)"
+    if not source:
+        return "none (no file yet)"
+    if source.get("kind") != "url":
+        return "NOT PINNED"  # the schema refuses this for hub and local sources
+    seen = transport.trust_records().get(source["url"])
+    note = "NOT PINNED by the index: trust on first use; "
+    note += f"recorded {seen['sha256']} on {seen['first_used']}" if seen else "nothing recorded yet (the first download will be)"
+    converted = transport.trust_records().get(_converted_key(entry)) if entry and source.get("converter") else None
+    if converted:
+        note += f"; converted file {converted['sha256']} recorded on {converted['first_used']} (base codec {converted['base']})"
+    return note

@@ -1,14 +1,19 @@
 """The registry index: which adapter file serves (codec, task, q, lambda), where it lives, what it measured.
 
-The index is JSON (``{"entries": [...], "base_codecs": [...]}``, schema in adapters/README.md).
-The built-in index is every ``*.json`` shipped in ``icmh_hub.index``; users merge their own over
-it (a file, a folder of files, or ``hf://ORG/NAME[@REV]/index.json``) through ``index=``, the
-CLI's ``--index`` or ``$ICMH_HUB_INDEX`` (several joined with ``os.pathsep``). A later index wins
-on the same entry id (or the same base codec and quality).
+The index is JSON (``{"entries": [...], "base_codecs": [...]}``, schema in adapters/README.md,
+checked value by value by ``schema``). The built-in index is every ``*.json`` shipped in
+``icmh_hub.index``; users merge their own over it (a file, a folder of files, or
+``hf://ORG/NAME[@REV]/index.json``) through ``index=``, the CLI's ``--index`` or
+``$ICMH_HUB_INDEX`` (several joined with ``os.pathsep``). A later index wins: an entry replaces
+the earlier one with the same id *or* the same (codec, task, q, lambda), since ``load()`` could
+not choose between them, and both sides remember it (``Entry.overrides`` / ``overridden_by``);
+a later base codec replaces the earlier one of the same codec and quality. Within one file the
+same id, (codec, task, q, lambda) or base codec twice is an error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,19 +26,32 @@ from typing import Any
 from .._io import atomic_write_json
 from ..core.spec import list_codecs
 from ..errors import MissingFileError, RegistryError, unknown_name
-from . import transport
+from . import schema, transport
 
 INDEX_ENV = "ICMH_HUB_INDEX"
-STATUSES = ("published", "recipe")
-SOURCE_KINDS = ("hub", "url", "local")
-_ENTRY_KEYS = ("id", "codec", "task", "q", "lmbda", "variant", "middle_dim", "status", "source", "sha256", "size", "metrics", "notes")
-_REQUIRED = ("id", "codec", "task", "q", "status")
 IndexSpec = str | os.PathLike | Sequence[str | os.PathLike] | None
 
 
 @dataclass(frozen=True)
+class BaseEntry:
+    """Base-codec weights that do not come from CompressAI's zoo (TIC), for one codec and q."""
+
+    codec: str
+    q: int
+    source: dict[str, Any]
+    sha256: str | None = None
+    size: int | None = None
+    origin: str = ""
+
+    def where(self) -> str:
+        return _where(self.source, self.origin)
+
+
+@dataclass(frozen=True)
 class Entry:
-    """One adapter set in the index. ``origin``: the index file (or hf:// address) it came from."""
+    """One adapter set in the index. ``origin``: the index file (or hf:// address) it came from;
+    ``base``: the merged index's base codec for its codec and q (None: the builder's own, e.g.
+    CompressAI's zoo); ``overrides`` / ``overridden_by``: which entry it replaced or lost to."""
 
     id: str
     codec: str
@@ -49,11 +67,19 @@ class Entry:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     notes: str = ""
     origin: str = ""
+    base: BaseEntry | None = None
+    overrides: str = ""
+    overridden_by: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """The entry as it is written in an index file (no origin)."""
+        """The entry as it is written in an index file (no origin, base or override notes)."""
         data = asdict(self)
-        return {key: data[key] for key in _ENTRY_KEYS}
+        return {key: data[key] for key in schema.ENTRY_KEYS}
+
+    @property
+    def key(self) -> tuple[str, str, int, float | None]:
+        """What ``load()`` selects by: (codec, task, q, lambda); one entry per key in a merged index."""
+        return self.codec, self.task, self.q, None if self.lmbda is None else float(f"{self.lmbda:.9g}")
 
     @property
     def revision(self) -> str | None:
@@ -61,28 +87,20 @@ class Entry:
 
     def where(self) -> str:
         """Where the file lives, in one short phrase."""
-        source = self.source or {}
-        kind = source.get("kind")
-        if kind == "hub":
-            rev = source.get("revision") or "main"
-            return f"hf://{source.get('repo_id')}@{rev[:12]}/{source.get('path')}"
-        if kind == "url":
-            return source.get("url", "?") + (f" (converter {source['converter']})" if source.get("converter") else "")
-        if kind == "local":
-            return str(local_path(self.origin, source.get("path", "")))
-        return "(no file: recipe only)"
+        return _where(self.source, self.origin)
 
 
-@dataclass(frozen=True)
-class BaseEntry:
-    """Base-codec weights that do not come from CompressAI's zoo (TIC), for one codec and q."""
-
-    codec: str
-    q: int
-    source: dict[str, Any]
-    sha256: str | None = None
-    size: int | None = None
-    origin: str = ""
+def _where(source: Mapping[str, Any] | None, origin: str) -> str:
+    source = source or {}
+    kind = source.get("kind")
+    if kind == "hub":
+        rev = source.get("revision") or "main"
+        return f"hf://{source.get('repo_id')}@{rev[:12]}/{source.get('path')}"
+    if kind == "url":
+        return source.get("url", "?") + (f" (converter {source['converter']})" if source.get("converter") else "")
+    if kind == "local":
+        return str((Path(origin).parent if origin else Path()) / source.get("path", ""))
+    return "(no file: recipe only)"
 
 
 @dataclass
@@ -90,6 +108,7 @@ class Index:
     entries: dict[str, Entry] = field(default_factory=dict)
     bases: dict[tuple[str, int], BaseEntry] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    overridden: dict[str, Entry] = field(default_factory=dict)  # replaced by a later index; see Entry.overridden_by
 
 
 # ----------------------------------------------------------------------------- reading indexes
@@ -134,75 +153,73 @@ def _expand(location: str) -> list[tuple[Path, str]]:
     raise MissingFileError(f"index {location!r} does not exist; give a JSON file, a folder of JSON files or hf://ORG/NAME/index.json (check ${INDEX_ENV} and --index)")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, origin: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RegistryError(f"index file {path} is not readable JSON ({exc}); fix or remove it") from None
-    if not isinstance(data, dict) or not isinstance(data.get("entries", []), list):
-        raise RegistryError(f"index file {path} must hold an object with an \"entries\" list (see adapters/README.md)")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RegistryError(f"index file {origin} is not readable JSON ({exc}); fix or remove it") from None
+    schema.check_file(data, origin)
     return data
 
 
-def entry_from_dict(data: Mapping[str, Any], origin: str = "") -> Entry:
+def entry_from_dict(data: Mapping[str, Any], origin: str = "", position: int | None = None) -> Entry:
     """Check one entry dict (the schema in adapters/README.md) and make it an Entry."""
-    name = data.get("id", "?") if isinstance(data, Mapping) else "?"
-    where = f" in {origin}" if origin else ""
-    if not isinstance(data, Mapping):
-        raise RegistryError(f"index entry{where} is not a JSON object")
-    missing = [key for key in _REQUIRED if data.get(key) in (None, "")]
-    if missing:
-        raise RegistryError(f"index entry {name!r}{where} lacks {', '.join(missing)}; see adapters/README.md")
-    unknown = sorted(set(data) - set(_ENTRY_KEYS))
-    if unknown:
-        raise RegistryError(f"index entry {name!r}{where} has unknown keys {unknown}; known: {', '.join(_ENTRY_KEYS)}")
-    if data["status"] not in STATUSES:
-        raise RegistryError(f"index entry {name!r}{where} has status {data['status']!r}; use one of {', '.join(STATUSES)}")
-    source = data.get("source")
-    if data["status"] == "published":
-        _check_source(name, where, source, data.get("sha256"))
-    fields = {key: data[key] for key in _ENTRY_KEYS if key in data and data[key] is not None}
-    fields["q"] = int(fields["q"])
+    schema.check_entry(data, origin, position)
+    fields = {key: data[key] for key in schema.ENTRY_KEYS if key in data and data[key] is not None}
     fields["metrics"] = [dict(m) for m in fields.get("metrics", [])]
+    if "lmbda" in fields:
+        fields["lmbda"] = float(fields["lmbda"])
     return Entry(**fields, origin=origin)
 
 
-def _check_source(name: str, where: str, source: Any, sha256: Any) -> None:
-    if not isinstance(source, Mapping) or source.get("kind") not in SOURCE_KINDS:
-        raise RegistryError(f"published entry {name!r}{where} needs a source with kind one of {', '.join(SOURCE_KINDS)}")
-    needs = {"hub": ("repo_id", "path"), "url": ("url",), "local": ("path",)}[source["kind"]]
-    lacking = [key for key in needs if not source.get(key)]
-    if lacking:
-        raise RegistryError(f"entry {name!r}{where}: a {source['kind']} source needs {', '.join(lacking)}")
-    if sha256 is None and source["kind"] != "url":
-        raise RegistryError(f"entry {name!r}{where} pins no sha256; every hub or local file must be pinned (icmh-hub push prints it)")
+def _base_from_dict(data: Mapping[str, Any], origin: str, position: int) -> BaseEntry:
+    schema.check_base(data, origin, position)
+    return BaseEntry(codec=data["codec"], q=data["q"], source=dict(data["source"]), sha256=data.get("sha256"),
+                     size=data.get("size"), origin=origin)
 
 
-def _base_from_dict(data: Mapping[str, Any], origin: str) -> BaseEntry:
-    try:
-        base = BaseEntry(codec=data["codec"], q=int(data["q"]), source=dict(data["source"]),
-                         sha256=data.get("sha256"), size=data.get("size"), origin=origin)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RegistryError(f"base_codecs item in {origin} is malformed ({exc}); it needs codec, q, source, sha256") from None
-    _check_source(f"{base.codec} q{base.q} base", f" in {origin}", base.source, base.sha256)
-    return base
+def _parse(data: Mapping[str, Any], origin: str) -> tuple[list[Entry], list[BaseEntry]]:
+    """The entries and base codecs of one index file; the same id, (codec, task, q, lambda) or
+    base codec twice in it is an error (which one was meant cannot be told)."""
+    entries = [entry_from_dict(item, origin, i) for i, item in enumerate(data.get("entries", []))]
+    bases = [_base_from_dict(item, origin, i) for i, item in enumerate(data.get("base_codecs", []))]
+    for what, keys in (("id", [e.id for e in entries]), ("(codec, task, q, lambda)", [e.key for e in entries]),
+                       ("base codec (codec, q)", [(b.codec, b.q) for b in bases])):
+        twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+        if twice is not None:
+            shown = twice if isinstance(twice, str) else ", ".join("-" if v is None else str(v) for v in twice)
+            raise RegistryError(f"index file {origin} has two items with the same {what} ({shown}); remove or rename one")
+    return entries, bases
+
+
+def _merge(merged: Index, entry: Entry) -> None:
+    """Put ``entry`` in ``merged``, replacing any entry with its id or its (codec, task, q, lambda)."""
+    beaten = [e for e in merged.entries.values() if e.id == entry.id or e.key == entry.key]
+    for old in beaten:
+        del merged.entries[old.id]
+        merged.overridden[old.id] = dataclasses.replace(old, overridden_by=f"{entry.id} ({entry.origin})")
+    if beaten:
+        entry = dataclasses.replace(entry, overrides="; ".join(f"{old.id} ({old.origin})" for old in beaten))
+    merged.overridden.pop(entry.id, None)
+    merged.entries[entry.id] = entry
 
 
 def load_index(index: IndexSpec = None) -> Index:
-    """The built-in index with the user's indexes merged over it (later ones win)."""
+    """The built-in index with the user's indexes merged over it (later ones win, see the module doc)."""
     merged = Index()
     sources = [(p, str(p)) for p in builtin_index_files()]
     for location in _index_locations(index):
         sources += _expand(location)
     for path, origin in sources:
-        data = _read_json(path)
-        for item in data.get("entries", []):
-            entry = entry_from_dict(item, origin)
-            merged.entries[entry.id] = entry
-        for item in data.get("base_codecs", []):
-            base = _base_from_dict(item, origin)
+        entries, bases = _parse(_read_json(path, origin), origin)
+        for entry in entries:
+            _merge(merged, entry)
+        for base in bases:
             merged.bases[(base.codec, base.q)] = base
         merged.files.append(origin)
+    with_base = lambda e: dataclasses.replace(e, base=merged.bases.get((e.codec, e.q)))  # noqa: E731
+    merged.entries = {k: with_base(e) for k, e in merged.entries.items()}
+    merged.overridden = {k: with_base(e) for k, e in merged.overridden.items()}
     return merged
 
 
@@ -217,11 +234,13 @@ def list_entries(codec: str | None = None, task: str | None = None, index: Index
 
 
 def get_entry(entry_id: str, index: IndexSpec = None) -> Entry:
-    """The entry called ``entry_id`` (e.g. ``mbt2018-mean/cls/q3``)."""
-    entries = load_index(index).entries
-    if entry_id not in entries:
-        raise unknown_name("registry entry", entry_id, sorted(entries), hint="`icmh-hub list` shows them all.")
-    return entries[entry_id]
+    """The entry called ``entry_id`` (e.g. ``mbt2018-mean/cls/q3``); one replaced by a later index
+    is still found (its ``overridden_by`` says which entry ``load()`` uses instead)."""
+    merged = load_index(index)
+    found = merged.entries.get(entry_id) or merged.overridden.get(entry_id)
+    if found is None:
+        raise unknown_name("registry entry", entry_id, sorted(merged.entries), hint="`icmh-hub list` shows them all.")
+    return found
 
 
 def _known_codecs(entries: Iterable[Entry]) -> list[str]:
@@ -270,21 +289,32 @@ def resolve(
 
 
 def find_by_sha256(sha256: str, index: IndexSpec = None) -> Entry | None:
-    """The entry whose file has this sha256 (to name the adapters inside a bitstream), or None."""
+    """The entry whose file has this sha256 (to name the adapters inside a bitstream), or None;
+    entries replaced by a later index count too (files coded with them still decode)."""
     sha256 = sha256.lower()
-    return next((e for e in load_index(index).entries.values() if e.sha256 and e.sha256.lower() == sha256), None)
+    merged = load_index(index)
+    entries = [*merged.entries.values(), *merged.overridden.values()]
+    return next((e for e in entries if e.sha256 and e.sha256.lower() == sha256), None)
 
 
 def local_path(origin: str, relative: str) -> Path:
-    """Where a ``local`` source lives: relative to the folder of the index file naming it."""
-    return (Path(origin).parent / relative) if origin else Path(relative)
+    """Where a ``local`` source lives: inside the folder of the index file naming it. Checked
+    (symbolic links resolved) before anything is read, so an index cannot point at other files."""
+    folder = Path(origin).parent if origin else Path.cwd()
+    path = folder / relative
+    if not schema.inside_folder(relative) or not path.resolve().is_relative_to(folder.resolve()):
+        raise RegistryError(
+            f"index {origin or '(given)'}: local path {relative!r} leaves the index's folder {folder}; "
+            "put the file inside that folder and name it relative to it"
+        )
+    return path
 
 
 # ----------------------------------------------------------------------------- writing indexes
 
 
 def _read_or_empty(index_file: Path) -> dict[str, Any]:
-    return _read_json(index_file) if index_file.exists() else {"entries": []}
+    return _read_json(index_file, str(index_file)) if index_file.exists() else {"entries": []}
 
 
 def add_entry(index_file: str | os.PathLike, entry_dict: Mapping[str, Any], replace: bool = False) -> Entry:
@@ -300,6 +330,7 @@ def add_entry(index_file: str | os.PathLike, entry_dict: Mapping[str, Any], repl
         items.append(entry.to_dict())
     else:
         items[at] = entry.to_dict()
+    _parse(data, str(index_file))  # still one entry per id and per (codec, task, q, lambda)
     atomic_write_json(index_file, data)
     return entry
 

@@ -3,26 +3,40 @@
 Hub files use huggingface_hub as it is (``hf_hub_download``: its cache, revisions, progress bars,
 ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``). Plain URLs (the paper's released checkpoints) go to our
 own small cache with the same rules: verify the sha256 before use, or record it on first use
-when the index pins none (trust on first use). A file that fails verification is deleted, so
-the cache never keeps bad bytes.
+when the index pins none (trust on first use) and enforce it afterwards. A file that fails
+verification is deleted, so the cache never keeps bad bytes; a record is never replaced by a
+download that does not match it (``forget_trust`` is the one explicit way, ``--retrust``).
+
+``$ICMH_HUB_URL_MIRROR`` serves URL sources from a static copy: ``https://HOST/PATH`` is fetched
+from ``$ICMH_HUB_URL_MIRROR/HOST/PATH``; the cache and the records keep the original URL, so the
+mirror must serve the same bytes. Downloads are written to a hidden temporary file renamed into
+place only when complete, under a per-file lock; a process killed mid-download leaves only that
+temporary file, which the next download of the same file removes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
-from .._io import atomic_path, atomic_write_json, sha256_of
+from .._io import PARTIAL_SUFFIX, atomic_path, atomic_write_json, sha256_of
 from ..errors import DownloadError, IntegrityError, InvalidArgumentError
+from .schema import plain_file_name
 
 CACHE_ENV = "ICMH_HUB_CACHE"
+MIRROR_ENV = "ICMH_HUB_URL_MIRROR"
+RETRUST_HINT = "`icmh-hub download ENTRY --retrust` (ENTRY: one that uses it, see `icmh-hub list`)"
 _TRUST_FILE = "trust.json"
+_MAX_RESTARTS = 2  # downloads started again from byte 0 after a dropped connection, before giving up
 _HF_URI = re.compile(r"^hf://(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>[^/]+))?/(?P<path>.+)$")
 
 
@@ -42,11 +56,13 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "on", "yes", "true"}
 
 
-def verify(path: Path, sha256: str | None, size: int | None = None, what: str = "", remove: bool = True) -> str:
+def verify(path: Path, sha256: str | None, size: int | None = None, what: str = "", remove: bool = True,
+           first_use: str | None = None) -> str:
     """Check ``path`` against a pinned sha256 (and size); return its sha256.
 
     On a mismatch the file is deleted (with ``remove``; never for a user's own local file), so
-    that the next download starts clean, and IntegrityError says so.
+    that the next download starts clean, and IntegrityError says so. ``first_use``: the date the
+    expected sha256 was recorded, when it was not pinned by an index but trusted on first use.
     """
     actual = sha256_of(path)
     actual_size = path.stat().st_size
@@ -55,6 +71,12 @@ def verify(path: Path, sha256: str | None, size: int | None = None, what: str = 
         if remove:
             remove_cached(path)
         kept = "it was removed from the cache, so a retry downloads it again" if remove else "the file was left in place"
+        if first_use:
+            raise IntegrityError(
+                f"sha256 mismatch for {what or path}: expected {sha256} (recorded on first use, {first_use}), got "
+                f"{actual} ({actual_size} bytes): not the file first used here; {kept}, and the record was kept. "
+                f"If the publisher replaced the file on purpose, accept the new one with {RETRUST_HINT}; otherwise report it"
+            )
         raise IntegrityError(
             f"sha256 mismatch for {what or path}: expected {sha256} ({size} bytes), got {actual} "
             f"({actual_size} bytes); {kept}. If the publisher changed the file on purpose, update "
@@ -125,6 +147,20 @@ def download_hub_file(repo_id: str, filename: str, revision: str | None = None) 
 # ----------------------------------------------------------------------------- plain URLs
 
 
+def mirrored(url: str) -> str:
+    """The address ``url`` is fetched from: itself, or ``$ICMH_HUB_URL_MIRROR/HOST/PATH``."""
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    if not mirror:
+        return url
+    if urlparse(mirror).scheme not in ("http", "https") or not urlparse(mirror).netloc:
+        raise InvalidArgumentError(
+            f"${MIRROR_ENV} is {mirror!r}; set it to the http:// or https:// address of a static copy of the "
+            "files (https://HOST/PATH is fetched from $ICMH_HUB_URL_MIRROR/HOST/PATH), or unset it"
+        )
+    parts = urlparse(url)
+    return f"{mirror.rstrip('/')}/{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+
+
 def _url_folder(url: str) -> Path:
     return cache_dir() / "urls" / hashlib.sha256(url.encode()).hexdigest()[:16]
 
@@ -133,32 +169,61 @@ def _trust_path() -> Path:
     return cache_dir() / _TRUST_FILE
 
 
+@contextlib.contextmanager
+def locked(target: Path) -> Iterator[None]:
+    """Hold ``target``'s lock (one process at a time downloads, converts or records it). Under it,
+    temporary files of ``target`` (``atomic_path``'s ``.NAME.XXXXXXXX.partial``) belong to no live
+    writer: a killed process left them, so they are removed."""
+    from huggingface_hub.utils import WeakFileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with WeakFileLock(target.with_name(f".{target.name}.lock")):
+        stale = re.compile(rf"^\.{re.escape(target.name)}\.[^.]+{re.escape(PARTIAL_SUFFIX)}$")
+        for item in target.parent.iterdir():
+            if stale.match(item.name):
+                item.unlink(missing_ok=True)
+        yield
+
+
 def trust_records() -> dict[str, dict[str, Any]]:
     """What was recorded on first use for unpinned files: key -> {sha256, size, first_used}."""
+    path = _trust_path()
     try:
-        return json.loads(_trust_path().read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        records = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        records = exc
+    if not isinstance(records, dict):  # never a silent fresh start: that would trust anything anew
+        raise IntegrityError(
+            f"the trust records {path} are damaged ({records if isinstance(records, Exception) else 'not an object'}); "
+            "restore the file, or delete it to forget every sha256 recorded on first use (the next downloads are then trusted anew)"
+        )
+    return records
 
 
 def record_trust(key: str, path: Path, **extra: Any) -> dict[str, Any]:
     """Record the sha256 of ``path`` under ``key`` (first use); later uses are checked against it."""
-    records = trust_records()
     record = {"sha256": sha256_of(path), "size": path.stat().st_size, "first_used": time.strftime("%Y-%m-%d %H:%M:%S"), **extra}
-    records[key] = record
-    atomic_write_json(_trust_path(), records)
+    with locked(_trust_path()):
+        atomic_write_json(_trust_path(), trust_records() | {key: record})
     return record
 
 
 def forget_trust(key: str) -> None:
-    records = trust_records()
-    if records.pop(key, None) is not None:
-        atomic_write_json(_trust_path(), records)
+    """Drop what was recorded for ``key``: its next download is trusted anew (``--retrust``)."""
+    with locked(_trust_path()):
+        records = trust_records()
+        if records.pop(key, None) is not None:
+            atomic_write_json(_trust_path(), records)
 
 
 def url_target(url: str, name: str | None = None) -> Path:
     """Where ``fetch_url`` keeps the download of ``url`` in the cache."""
-    return _url_folder(url) / (name or PurePosixPath(urlparse(url).path).name or "download")
+    if name is not None and not plain_file_name(name):
+        raise InvalidArgumentError(f"download name {name!r} for {url} must be a plain file name (no folder, not hidden)")
+    from_url = PurePosixPath(urlparse(url).path).name
+    return _url_folder(url) / (name or (from_url if plain_file_name(from_url) and from_url != ".." else "download"))
 
 
 def fetch_url(url: str, sha256: str | None = None, name: str | None = None) -> Path:
@@ -166,36 +231,75 @@ def fetch_url(url: str, sha256: str | None = None, name: str | None = None) -> P
 
     With ``sha256`` the file must match it. Without one (the index pins none), the sha256 seen
     the first time is recorded and every later use must match it: trust on first use, which
-    ``icmh-hub info`` states plainly. A file that fails is deleted before the error is raised.
+    ``icmh-hub info`` states plainly. A file that fails is deleted before the error is raised;
+    the record stays, so a server that changed its file is refused until ``--retrust``.
     """
     target = url_target(url, name)
-    pinned = sha256 or trust_records().get(url, {}).get("sha256")
-    if target.is_file():
-        try:
-            verify(target, pinned, what=url)
-        except IntegrityError:
-            forget_trust(url) if sha256 is None else None
-            raise
-        return target
-    if offline():
-        raise DownloadError(f"cannot get {url}: HF_HUB_OFFLINE is set and it is not in the cache ({target.parent}); unset HF_HUB_OFFLINE once to download it")
-    _download(url, target)
-    verify(target, pinned, what=url)
-    if pinned is None:
-        record_trust(url, target)
+    with locked(target):
+        record = None if sha256 else trust_records().get(url)
+        expected = sha256 or (record or {}).get("sha256")
+        first_use = record["first_used"] if record else None
+        if target.is_file():
+            verify(target, expected, what=url, first_use=first_use)
+            return target
+        if offline():
+            raise DownloadError(
+                f"cannot get {url}: HF_HUB_OFFLINE is set and it is not in the cache ({target.parent}); "
+                "unset HF_HUB_OFFLINE once to download it"
+            )
+        address = mirrored(url)
+        _download(address, target)
+        verify(target, expected, what=url if address == url else f"{url} (from {address})", first_use=first_use)
+        if expected is None:
+            record_trust(url, target)
     return target
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What a failed download raises: OSError (connection errors, huggingface_hub's HTTP errors)
+    and the errors of the HTTP client huggingface_hub uses (httpx's are not OSErrors)."""
+    try:
+        from huggingface_hub.utils import httpx
+    except ImportError:  # huggingface_hub < 1 used requests, whose errors are OSErrors
+        return (OSError,)
+    return (OSError, httpx.HTTPError)
+
+
+class _RestartLimited(io.BufferedWriter):
+    """A download's temporary file. huggingface_hub's ``http_get`` resumes a dropped connection
+    with a Range request, and starts again from byte 0 (truncating this file) when the server
+    ignores Range; against a server that keeps dropping the connection that would go on for
+    ever, so after ``_MAX_RESTARTS`` restarts the download fails instead."""
+
+    def __init__(self, path: Path, url: str) -> None:
+        super().__init__(io.FileIO(path, "wb"))
+        self.url, self.restarts = url, 0
+
+    def truncate(self, size: int | None = None) -> int:
+        self.restarts += 1
+        if self.restarts > _MAX_RESTARTS:
+            raise DownloadError(
+                f"cannot download {self.url}: the server dropped the connection {self.restarts} times and does not "
+                "resume (no Range support); retry later, or fetch the file yourself and use a local index entry"
+            )
+        return super().truncate(size)
+
+
 def _download(url: str, target: Path) -> None:
-    """Stream ``url`` to ``target`` with huggingface_hub's downloader (progress bar, retries),
-    through a temporary file beside it that is renamed into place only when complete."""
+    """Stream ``url`` to ``target`` with huggingface_hub's downloader (progress bar, resumed after
+    a dropped connection), through a temporary file beside it that is renamed into place only
+    when complete: a partial download is never taken for the file."""
     from huggingface_hub.file_download import http_get
 
+    via = f" (${MIRROR_ENV} is set)" if os.environ.get(MIRROR_ENV, "").strip() else ""
     try:
-        with atomic_path(target) as temporary, open(temporary, "wb") as handle:
+        with atomic_path(target) as temporary, _RestartLimited(temporary, url) as handle:
             http_get(url, handle, displayed_filename=target.name)
-    except OSError as exc:  # connection errors, HTTP errors (HfHubHTTPError is an OSError)
+    except DownloadError:
+        raise
+    except _transport_errors() as exc:
+        first = " ".join(str(exc).split())[:300]
         raise DownloadError(
-            f"cannot download {url} ({exc}); check your network, or fetch the file yourself and "
-            "use a local index entry (source kind 'local')"
+            f"cannot download {url}{via} ({type(exc).__name__}: {first}); check your network or the mirror, "
+            "or fetch the file yourself and use a local index entry (source kind 'local')"
         ) from None

@@ -1,0 +1,234 @@
+"""Crafted .icmh files with valid checksums (random header fields, sizes, latent shapes, string
+lengths and bytes, built from real files of several codecs), decoded by ``icmh-hub decompress``
+in a subprocess: each file is refused with one ``error:`` line of our own or decodes to a PNG;
+the process never ends in a signal, never hangs, never prints a traceback, never grows past a
+memory bound. Many files per subprocess (a Python + torch start is seconds). The subprocess runs
+offline (HF_HUB_OFFLINE=1): a header that names pretrained weights which are not here gets a
+DownloadError instead of a download attempt.
+
+The default run decodes one batch (the issue's recipes plus hypothesis-drawn files); the slow
+run (``pytest -m slow``) 14 batches of 40 over more codecs (autoregressive, ELIC, TIC)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from icmh_hub import load
+from icmh_hub.coding import encode
+from icmh_hub.core.padding import padded_size
+from icmh_hub.formats.bitstream import ADAPTER_KINDS, FORMAT_VERSION, MAGIC, MODES, _put_name, _put_tree, unpack
+
+from .conftest import make_image
+
+MAX_PIXELS = 300_000  # what the decoding subprocess may decode (keeps every decode short)
+PEAK_MB = 3000  # the subprocess's resident memory may never exceed this
+BATCH_SECONDS = 600  # a batch that takes longer is a hang
+FILE_SECONDS = 60  # so is one file that takes longer to decode
+FAST_CODECS = (("mbt2018-mean-demo", "cls", True), ("mbt2018-mean", "cls", False), ("mbt2018", None, False))
+SLOW_CODECS = FAST_CODECS + (
+    ("cheng2020-anchor", None, False), ("bmshj2018-hyperprior", "det", False), ("elic2022", None, False), ("tic", None, False),
+)
+RUNNER = (
+    "import resource, sys\nfrom icmh_hub.cli import main\ntry:\n    main()\nfinally:\n"
+    "    print('peak-kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+)
+COUNTS = {"tried": 0, "decoded": 0, "refused": 0, "crashes": 0, "hangs": 0}
+REASONS: dict[str, int] = {}
+
+
+def _real_files(codecs) -> list[tuple]:
+    """(header, strings, shape) of a real file per codec, from a 64x96 image."""
+    files = []
+    for name, task, pretrained in codecs:
+        codec = load(name, task, 1, pretrained=pretrained)
+        files.append(unpack(encode(codec, make_image(64, 96, seed=4), pretrained=pretrained)))
+    return files
+
+
+@pytest.fixture(scope="module")
+def fast_files():
+    return _real_files(FAST_CODECS)
+
+
+@pytest.fixture(scope="module")
+def slow_files():
+    return _real_files(SLOW_CODECS)
+
+
+def _write(header, strings, shape, **fields) -> bytes:
+    """The bytes of a file from any field values (no range checks), with its checksum made to fit."""
+    f = {
+        "flags": int(header.base_pretrained), "kind": ADAPTER_KINDS.index(header.adapter_kind), "codec": header.codec,
+        "quality": header.quality, "task": header.task or "", "adapter_id": bytes.fromhex(header.adapter_id or ""),
+        "digest": bytes.fromhex(header.base_digest), "size": (header.height, header.width, header.padded_height, header.padded_width),
+        "mode": MODES.index(header.mode), "bits": header.bits,
+    } | fields
+    out = bytearray(MAGIC + bytes([FORMAT_VERSION]))
+    out += struct.pack(">BB", f["flags"], f["kind"])
+    _put_name(out, f["codec"])
+    out += struct.pack(">B", f["quality"])
+    _put_name(out, f["task"])
+    out += f["adapter_id"] if f["kind"] else b""
+    out += f["digest"] + struct.pack(">IIII", *f["size"]) + struct.pack(">BB", f["mode"], f["bits"])
+    _put_tree(out, strings, 0)
+    _put_tree(out, shape, 0)
+    return bytes(out) + struct.pack(">I", zlib.crc32(out))
+
+
+def _refit(shape, z_grid):
+    """The shape tree with every latent grid moved to the given z grid (and y = 4x it)."""
+    if isinstance(shape, tuple) and all(isinstance(v, int) for v in shape):
+        return z_grid if len(shape) == 2 else (*shape[:-2], 4 * z_grid[0], 4 * z_grid[1])
+    if isinstance(shape, dict):
+        return {key: _refit(value, z_grid) for key, value in shape.items()}
+    return [_refit(item, z_grid) for item in shape]
+
+
+SIDE = st.integers(1, 600)
+LARGE_SIDE = st.integers(600, 1 << 17)
+U32 = st.integers(0, (1 << 32) - 1)
+TREE = st.recursive(st.one_of(st.binary(max_size=40), st.integers(0, 300)), lambda inner: st.lists(inner, max_size=4), max_leaves=8)
+
+
+@st.composite
+def _string(draw, original: bytes) -> bytes:
+    kind = draw(st.sampled_from(["keep"] * 3 + ["random"] * 3 + ["ff", "cut", "cut", "longer", "longer", "huge"]))
+    if kind == "keep":
+        return original
+    if kind == "random":
+        return draw(st.binary(max_size=2 * len(original) + 64))
+    if kind == "ff":
+        return b"\xff" * draw(st.integers(0, 600))
+    if kind == "cut":
+        return original[: draw(st.integers(0, len(original)))]
+    if kind == "longer":
+        return original + draw(st.binary(min_size=1, max_size=300))
+    return bytes(draw(st.integers(20_000, 200_000)))
+
+
+@st.composite
+def crafted(draw, files) -> bytes:
+    """One crafted file: mostly plausible (so that it reaches the entropy decoder), sometimes not."""
+    header, strings, shape = draw(st.sampled_from(files))
+    fields = {}
+    size_kind = draw(st.sampled_from(["same"] * 10 + ["small"] * 7 + ["large"] * 3))
+    height, width = {"same": (header.height, header.width), "small": (draw(SIDE), draw(SIDE)),
+                     "large": (draw(LARGE_SIDE), draw(SIDE))}[size_kind]
+    padded = padded_size(height, width, 64)
+    if draw(st.integers(0, 9)) == 0:
+        padded = (draw(U32), draw(U32))
+    fields["size"] = (height, width, *padded)
+    shape_kind = draw(st.sampled_from(["fit"] * 8 + ["same", "random"]))
+    z_grid = (padded[0] // 64, padded[1] // 64)
+    shape = {"fit": lambda: _refit(shape, z_grid), "same": lambda: shape, "random": lambda: draw(TREE)}[shape_kind]()
+    strings = [[draw(_string(s)) for s in latent] for latent in strings]
+    structure = draw(st.sampled_from(["keep"] * 16 + ["drop", "repeat", "two", "random"]))
+    if structure == "drop":
+        strings = strings[:-1]
+    elif structure == "repeat":
+        strings = strings + strings[-1:]
+    elif structure == "two":
+        strings = [latent * 2 for latent in strings]
+    elif structure == "random":
+        strings = draw(TREE)
+    field = draw(st.sampled_from([None] * 12 + ["flags", "kind", "quality", "mode", "bits"]))
+    if field is not None:  # one of the other header fields too
+        fields[field] = draw({"flags": st.integers(0, 3), "kind": st.integers(0, 3), "quality": st.integers(0, 255),
+                              "mode": st.integers(0, 3), "bits": st.sampled_from([0, 8, 12, 16, 255])}[field])
+        if field == "kind" and fields["kind"] and not header.adapter_id:
+            fields["adapter_id"] = draw(st.binary(min_size=32, max_size=32))
+    return _write(header, strings, shape, **fields)
+
+
+def _issue_recipes(files) -> list[bytes]:
+    """The files of the issue: a 64x96 file whose header says 128x128 (latent (2, 2)), 256, 512, 2048."""
+    header, strings, shape = files[1]
+    return [_write(header, strings, (side // 64, side // 64), size=(side, side, side, side)) for side in (128, 256, 512, 2048)]
+
+
+def _decode_batch(datas: list[bytes], max_pixels: int = MAX_PIXELS) -> None:
+    """Decode the files in one ``icmh-hub decompress`` subprocess and check how it ended."""
+    with tempfile.TemporaryDirectory() as folder:
+        inputs = Path(folder) / "in"
+        inputs.mkdir()
+        for i, data in enumerate(datas):
+            (inputs / f"f{i:03d}.icmh").write_bytes(data)
+        command = [sys.executable, "-c", RUNNER, "decompress", str(inputs), "-o", str(Path(folder) / "out"), "--max-pixels", str(max_pixels)]
+        try:
+            process = subprocess.run(command, capture_output=True, text=True, timeout=BATCH_SECONDS,
+                                     env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        except subprocess.TimeoutExpired:
+            COUNTS["hangs"] += 1
+            raise AssertionError(f"decoding {len(datas)} crafted files took over {BATCH_SECONDS} s") from None
+        COUNTS["tried"] += len(datas)
+        if process.returncode < 0:
+            COUNTS["crashes"] += 1
+        assert process.returncode in (0, 1), f"ended with {process.returncode}: {process.stderr[-2000:]}"
+        errors = [line for line in process.stderr.splitlines() if line.startswith("error:") and "files failed" not in line]
+        rows = [line.split() for line in process.stdout.splitlines() if line.startswith(str(Path(folder) / "out"))]
+        assert "Traceback" not in process.stderr and not [e for e in errors if "unexpected" in e], process.stderr[-3000:]
+        assert len(errors) + len(rows) == len(datas), (process.stdout[-2000:], process.stderr[-2000:])
+        assert all(float(row[-1]) < FILE_SECONDS for row in rows), rows
+        peak_kb = int(process.stderr.rsplit("peak-kb", 1)[1].split()[0])
+        assert peak_kb / 1e3 < PEAK_MB, f"the decoder's memory reached {peak_kb / 1e3:.0f} MB"
+        COUNTS["decoded"] += len(rows)
+        COUNTS["refused"] += len(errors)
+        for line in errors:
+            reason = line.split(": ", 2)[-1]
+            key = reason.split(";")[0].split("(")[0][:60]
+            REASONS[key] = REASONS.get(key, 0) + 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report():
+    yield
+    print(f"\ncrafted files: {COUNTS}")
+    for reason, count in sorted(REASONS.items(), key=lambda item: -item[1]):
+        print(f"  {count:4d}  {reason}")
+
+
+def test_crafted_files_never_crash_or_hang(fast_files):
+    """36 hypothesis-drawn files and the issue's recipes, in one subprocess."""
+    batch = []
+
+    @settings(max_examples=36, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(crafted(fast_files))
+    def draw(data):
+        batch.append(data)
+
+    draw()
+    _decode_batch(_issue_recipes(fast_files) + batch)
+
+
+@pytest.mark.slow
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(data=st.data())
+def test_many_crafted_files_never_crash_or_hang(slow_files, data):
+    """15 batches of 40 files (a failing batch is shrunk by hypothesis to the files that fail)."""
+    _decode_batch(data.draw(st.lists(crafted(slow_files), min_size=40, max_size=40)))
+
+
+def test_the_pixel_limit_applies_to_headers(fast_files):
+    """A header naming a larger image than the limit is refused before anything is decoded."""
+    header, strings, shape = fast_files[0]
+    data = _write(header, strings, (10, 10), size=(640, 640, 640, 640))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "big.icmh"
+        path.write_bytes(data)
+        from click.testing import CliRunner
+
+        from icmh_hub.cli import main
+
+        result = CliRunner().invoke(main, ["decompress", str(path), "-o", str(Path(folder) / "big.png"), "--max-pixels", "100000"])
+    assert result.exit_code == 1
+    assert "640x640 is 0.4 MP, more than the limit of 0.1 MP" in result.stderr and "--max-pixels 409600" in result.stderr
