@@ -3,8 +3,10 @@
 Same codec (mbt2018-mean q3 by default), same random crops, same batch, same loss
 ``estimated bpp + lambda * MSE(reconstruction, original)`` (the timing does not depend on which
 distortion is used), Adam. Adapter tuning trains the six adapters with the codec frozen; full
-fine-tuning trains every codec parameter (no adapters), as tuning a codec per task would.
-The codec is in train() mode (additive-noise quantisation), as in training.
+fine-tuning trains every codec parameter (no adapters), as tuning a codec per task would. Both
+run the trainer's own step: ``training_forward`` (noise for the likelihoods, straight-through
+rounding for the decoder, noise drawn per image) under ``frozen_layers``, as ``icmh-hub train``
+and ``icmh-hub train --full-finetune`` do.
 
 Memory: each mode runs in its own fresh process; the figure is the process's peak resident set
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) minus its resident set after the model and the
@@ -26,15 +28,15 @@ import time
 
 import torch
 
-from icmh_hub.core.adapters import set_checkpointing
 from icmh_hub.core.rate import estimated_bpp
+from icmh_hub.training.forward import SampleNoise, training_forward
+from icmh_hub.training.frozen import frozen_layers
 
 from .codecs import TASK, adapted_codec
 from .common import arguments, finish, pin_threads, table
 
 LMBDA = 0.0130 * 255**2  # CompressAI's MSE lambda at quality 3 style scale; only the timing matters
 MODES = ("adapters", "full")
-CHECKPOINTED = "adapters+checkpoint"
 
 
 def _rss_kib() -> int:
@@ -45,9 +47,7 @@ def _rss_kib() -> int:
 def worker(mode: str, codec_name: str, quality: int, crop: int, batch: int, steps: int, threads: int) -> dict:
     """One process's measurement: median step time after one warm-up step, and memory growth."""
     torch.set_num_threads(threads)
-    codec = adapted_codec(codec_name, quality).train()
-    if mode == CHECKPOINTED:
-        set_checkpointing(codec.adapters)
+    codec = adapted_codec(codec_name, quality)
     for parameter in codec.base.parameters():
         parameter.requires_grad_(mode == "full")
     if mode == "full":
@@ -63,9 +63,10 @@ def worker(mode: str, codec_name: str, quality: int, crop: int, batch: int, step
     for index, image in enumerate(images):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        out = codec(image)
-        rate = estimated_bpp(out["likelihoods"], crop * crop * batch)
-        loss = rate + LMBDA * torch.mean((out["x_hat"] - image) ** 2)
+        with frozen_layers(codec.base):
+            out = training_forward(codec.base, image, SampleNoise(0, index, range(index * batch, (index + 1) * batch)))
+            rate = estimated_bpp(out["likelihoods"], crop * crop)
+            loss = rate + LMBDA * torch.mean((out["x_hat"] - image) ** 2)
         loss.backward()
         optimizer.step()
         if index:  # the first step is a warm-up (allocations, optimizer state)
@@ -95,16 +96,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per process")
-    parser.add_argument("--checkpoint", action="store_true",
-                        help="also run adapter tuning with activation checkpointing (set_checkpointing)")
-    parser.add_argument("--worker", choices=MODES + (CHECKPOINTED,), help=argparse_hidden())
+    parser.add_argument("--worker", choices=MODES, help=argparse_hidden())
     args = parser.parse_args(argv)
     name, _, quality = args.codec.partition(":")
     if args.worker:
         print(json.dumps(worker(args.worker, name, int(quality or 3), args.crop, args.batch, args.steps, args.threads)))
         return {}
     machine = pin_threads(args.threads)
-    modes = MODES + ((CHECKPOINTED,) if args.checkpoint else ())
+    modes = MODES
     runs = {mode: [] for mode in modes}
     for round_ in range(args.repeats):
         for mode in modes if round_ % 2 == 0 else modes[::-1]:
@@ -130,14 +129,6 @@ def main(argv: list[str] | None = None) -> dict:
         for mode in modes
     ]
     rows.append(["adapters / full", "", time_ratio, memory_ratio, peak_ratio])
-    if args.checkpoint:
-        ck, full = summary[CHECKPOINTED], summary["full"]
-        results["checkpoint_ratios"] = {
-            "time": ck["step_s"] / full["step_s"],
-            "memory_growth": ck["memory_growth_mib"] / full["memory_growth_mib"],
-            "peak_rss": ck["peak_rss_mib"] / full["peak_rss_mib"],
-        }
-        rows.append([f"{CHECKPOINTED} / full", "", *results["checkpoint_ratios"].values()])
     text = table(["mode", "trainable params", "step s", "training memory MiB (peak - before)",
                   "peak RSS MiB"], rows)
     text += f"\n{name} q{int(quality or 3)}, batch {args.batch} x {args.crop}x{args.crop} crops, {args.repeats} processes per mode"

@@ -102,6 +102,10 @@ class BDError(IcmhError, ValueError):
     """Curves that a Bjontegaard delta cannot be computed from."""
 
 
+class DistributedError(IcmhError, RuntimeError):
+    """A multi-process run that cannot go on: another rank failed, or the ranks could not meet."""
+
+
 def unknown_name(kind: str, name: object, known: Iterable[object], hint: str = "") -> UnknownNameError:
     """Build an UnknownNameError that lists the closest known names, then all of them."""
     known = [str(k) for k in known]

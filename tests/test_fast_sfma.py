@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmarks.baseline_sfma import BaselineSFMA
-from icmh_hub.core.adapters import VARIANTS, Adapter, _DepthwiseConv
+from icmh_hub.core.adapters import VARIANTS, Adapter
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 SIZES = [(1, 16, 8, 8, 8), (2, 12, 4, 9, 7), (1, 32, 16, 13, 5), (3, 8, 1, 1, 1), (1, 20, 64, 2, 17)]
@@ -97,12 +97,40 @@ def test_inference_path_leaves_its_input_alone():
     assert torch.equal(x, kept)
 
 
-@pytest.mark.parametrize("kernel", [3, 5])
-def test_depthwise_backward_passes_gradcheck(kernel):
-    x = torch.randn(2, 3, 6, 5, dtype=torch.double, requires_grad=True)
-    weight = torch.randn(3, 1, kernel, kernel, dtype=torch.double, requires_grad=True)
-    bias = torch.randn(3, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(_DepthwiseConv.apply, (x, weight, bias))
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("height, width", [(5, 6), (4, 7)])
+def test_hand_written_backward_passes_gradcheck(variant, height, width):
+    """The adapters' backward is written by hand (recomputing what it needs from the input):
+    checked against finite differences in float64, input and every parameter, even and odd widths."""
+    adapter = Adapter(6, 3, variant, init="reference").double()
+    x = torch.randn(2, 6, height, width, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(adapter, (x,), eps=1e-6, atol=1e-6, fast_mode=True)
+    for name, parameter in adapter.named_parameters():  # each parameter's gradient against finite differences
+        def of_parameter(value, name=name):
+            return torch.func.functional_call(adapter, {name: value}, (x.detach(),), strict=False)
+
+        assert torch.autograd.gradcheck(of_parameter, (parameter.detach().clone().requires_grad_(),), eps=1e-6, atol=1e-6, fast_mode=True), name
+
+
+def test_frozen_adapter_passes_gradients_to_its_input_only():
+    adapter = Adapter(8, 4, "sfma", init="reference").requires_grad_(False)
+    x = torch.randn(1, 8, 5, 5, requires_grad=True)
+    adapter(x).sum().backward()
+    assert x.grad is not None and all(p.grad is None for p in adapter.parameters())
+
+
+@pytest.mark.parametrize("variant, kept_widths", [("sma", []), ("naive", []), ("sfma", [8]), ("sma->fma", [8])])
+def test_training_keeps_the_input_and_the_frequency_branch_output_only(variant, kept_widths):
+    """Memory: an adapter under autograd saves its input and, per frequency branch, that branch's
+    output (whose recomputation would need another inverse FFT); nothing else."""
+    adapter = Adapter(16, 8, variant, init="reference")
+    x = torch.randn(2, 16, 12, 12, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        adapter(x)
+    inputs = [t for t in saved if t.shape == x.shape]
+    others = sorted(t.shape[1] for t in saved if t.shape != x.shape)
+    assert len(inputs) == len(adapter.stages) and inputs[0] is x and others == kept_widths
 
 
 def test_zero_spectrum_gives_finite_gradients():
@@ -114,16 +142,22 @@ def test_zero_spectrum_gives_finite_gradients():
     assert torch.isfinite(x.grad).all()
 
 
-def test_checkpointing_keeps_outputs_and_gradients():
-    from icmh_hub.core.adapters import set_checkpointing
+def test_batches_processed_in_chunks_give_the_same_numbers(monkeypatch):
+    """Large batches go through an adapter a few images at a time (memory): same outputs and gradients."""
+    from icmh_hub.core import adapters
 
     adapter = Adapter(12, 6, "sfma", init="reference")
-    x, upstream = torch.randn(2, 12, 7, 9), torch.randn(2, 12, 7, 9)
+    x, upstream = torch.randn(5, 12, 7, 9), torch.randn(5, 12, 7, 9)
+    with torch.no_grad():
+        whole = adapter(x)
     out, gx = _grads(adapter, x, upstream)
-    plain = [p.grad.clone() for p in adapter.parameters()]
-    out_ck, gx_ck = _grads(set_checkpointing(adapter), x, upstream)
-    assert adapter.stages[0].checkpoint
-    torch.testing.assert_close(out_ck, out, **TOL)
-    torch.testing.assert_close(gx_ck, gx, **TOL)
-    for grad, p in zip(plain, adapter.parameters()):
+    grads = [p.grad.clone() for p in adapter.parameters()]
+    monkeypatch.setattr(adapters, "CHUNK_ELEMENTS", 2 * 12 * 7 * 9)  # two images per chunk: 2 + 2 + 1
+    assert len(adapters._batch_chunks(x)) == 3
+    with torch.no_grad():
+        torch.testing.assert_close(adapter(x), whole, **TOL)
+    out_chunked, gx_chunked = _grads(adapter, x, upstream)
+    torch.testing.assert_close(out_chunked, out, **TOL)
+    torch.testing.assert_close(gx_chunked, gx, **TOL)
+    for grad, p in zip(grads, adapter.parameters()):
         torch.testing.assert_close(p.grad, grad, **TOL)

@@ -12,7 +12,9 @@ import torch
 from icmh_hub import InvalidArgumentError, attach, build_adapters, build_base, detach, get_codec
 from icmh_hub.codecs.demo import DEMO_CODEC
 from icmh_hub.core.adapter_set import ScalableAdapters
+from icmh_hub.coding import Decoder, Encoder
 from icmh_hub.core.scalable import compress_layers, decompress_layers, entropy_parameters
+from icmh_hub.formats.bitstream import strip
 from icmh_hub.demo.proxy import make_proxy
 from icmh_hub.training.forward import SampleNoise
 from icmh_hub.training.scalable import scalable_training_forward
@@ -163,3 +165,78 @@ def test_training_forward_counts_the_base_layer_and_trains_only_mask_and_decoder
     again = scalable_training_forward(base, adapters, images, SampleNoise(0, 0, range(len(images))))
     assert torch.equal(again["mask"], out["mask"])  # the Gumbel noise is the seeded one
     assert codec.tasks == ["cls"]
+
+
+# -- files and the command line -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def layered_codec():
+    """The shipped demo base with random scalable adapters keeping about half of y."""
+    return attach(build_base(DEMO_CODEC, Q), DEMO_CODEC, {"cls": scalable()}, quality=Q).eval()
+
+
+def test_layered_file_round_trip_strip_and_human_picture(layered_codec, images):
+    """One file: base layer first (a valid file by itself), the human picture from both layers
+    equal bit for bit to the base codec's decode of an ordinary (single-layer) file."""
+    image = images[:1]
+    encoded = Encoder(layered_codec).encode(image)
+    header = encoded.header
+    assert (header.variant, header.layered, encoded.data[4]) == ("scalable-sfma", True, 2)
+    sizes = encoded.layer_bytes
+    assert list(sizes) == ["header", "base", "enhancement"] and min(sizes.values()) > 20
+    decoder = Decoder(codecs=[layered_codec])
+    human, machine = decoder.decode(encoded.data), decoder.decode(encoded.data, "base")
+    assert (human.layer, machine.layer) == ("full", "base")
+    plain = attach(build_base(DEMO_CODEC, Q), DEMO_CODEC, {}, quality=Q).eval()
+    ordinary = Encoder(plain).encode(image)
+    assert not ordinary.header.layered and list(ordinary.layer_bytes) == ["header", "all"]
+    assert torch.equal(human.image, Decoder().decode(ordinary.data).image)  # the base codec's picture
+    base_only = strip(encoded.data)
+    assert encoded.data.startswith(base_only) and len(base_only) == sizes["header"] + sizes["base"]
+    stripped = Decoder(codecs=[layered_codec]).decode(base_only)
+    assert stripped.layer == "base" and torch.equal(stripped.image, machine.image)
+    assert not torch.equal(machine.image, human.image)
+    with pytest.raises(InvalidArgumentError, match="base layer only"):
+        decoder.decode(base_only, "full")
+    with pytest.raises(InvalidArgumentError, match="single layer"):
+        decoder.decode(ordinary.data, "base")
+    with pytest.raises(InvalidArgumentError, match="force-task"):
+        Decoder(force_task="human", codecs=[layered_codec]).decode(encoded.data)
+
+
+def test_cli_compress_strip_decompress(tmp_path):
+    """The commands of the README, with seeded random weights: bytes per layer, human picture by
+    default, machine picture with --layer base and from the stripped file, one line for --layer
+    full on it, for stripping a single-layer file and for an autoregressive codec."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from icmh_hub.cli import main
+
+    Image.fromarray((make_proxy(1, 64, seed=1).images[0].permute(1, 2, 0).numpy() * 255).astype("uint8")).save(tmp_path / "img.png")
+    run = lambda *args: CliRunner().invoke(main, [str(a) for a in args])  # noqa: E731
+    common = ["--codec", "mbt2018-mean", "--q", "1", "--task", "cls", "--no-pretrained"]
+    done = run("compress", tmp_path / "img.png", "-o", tmp_path / "img.icmh", *common, "--variant", "scalable-sfma")
+    assert done.exit_code == 0, done.output
+    row = done.stdout.splitlines()[1].split()
+    assert row[2:5] == ["base", row[3], "+"] and row[5] == "enh"
+    assert int(row[3]) + int(row[6]) < int(row[1])
+    assert run("decompress", tmp_path / "img.icmh", "-o", tmp_path / "human.png").stdout.splitlines()[1].split()[4] == "full"
+    assert run("decompress", tmp_path / "img.icmh", "-o", tmp_path / "machine.png", "--layer", "base").exit_code == 0
+    done = run("strip", tmp_path / "img.icmh", "--layer", "base", "-o", tmp_path / "base.icmh")
+    assert done.exit_code == 0 and (tmp_path / "img.icmh").read_bytes().startswith((tmp_path / "base.icmh").read_bytes())
+    assert run("decompress", tmp_path / "base.icmh", "-o", tmp_path / "base.png").exit_code == 0
+    assert (tmp_path / "base.png").read_bytes() == (tmp_path / "machine.png").read_bytes() != (tmp_path / "human.png").read_bytes()
+    for args, message in (
+        (("decompress", tmp_path / "base.icmh", "-o", tmp_path / "x.png", "--layer", "full"), "holds the base layer only"),
+        (("strip", tmp_path / "img.icmh", "-o", tmp_path / "base.icmh"), "exists; pass --force"),
+        (("compress", tmp_path / "img.png", "-o", tmp_path / "ar.icmh", "--codec", "mbt2018", "--q", "1", "--task", "cls",
+          "--no-pretrained", "--variant", "scalable-sfma"), "cannot be split"),
+    ):
+        done = run(*args)
+        errors = [line for line in done.stderr.splitlines() if "files failed" not in line]
+        assert done.exit_code == 1 and len(errors) == 1 and message in errors[0], done.stderr
+    assert run("compress", tmp_path / "img.png", "-o", tmp_path / "plain.icmh", *common).exit_code == 0
+    done = run("strip", tmp_path / "plain.icmh", "-o", tmp_path / "plain-base.icmh")
+    assert done.exit_code == 1 and "single layer" in done.stderr and not (tmp_path / "plain-base.icmh").exists()

@@ -3,6 +3,14 @@ equals not stopping, the CLI runs end to end, recipes and variants by name."""
 
 from __future__ import annotations
 
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -191,3 +199,138 @@ def test_cli_trains_end_to_end(images, tmp_path):
     assert meta["variant"] == "sma->fma" and meta["info"]["lmbda"] == 0.5
     bad = CliRunner().invoke(main, args[:-3] + ["--recipe", "paper", "--out", str(out), "--resume"])
     assert bad.exit_code == 1 and "different run" in bad.output
+
+
+def _interrupted_run(args: list[str], out, signum: int, at_step: int) -> tuple[subprocess.Popen, threading.Thread, list[str]]:
+    """``icmh-hub train`` in a subprocess; ``signum`` is sent once its progress bar shows ``at_step``."""
+    process = subprocess.Popen([sys.executable, "-m", "icmh_hub.cli", *args, "--out", str(out)], stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    seen: list[str] = []
+
+    def watch() -> None:
+        sent = False
+        for chunk in iter(lambda: process.stderr.read1(4096), b""):
+            seen.append(chunk.decode(errors="replace"))
+            steps = [int(k) for k in re.findall(r"(\d+)/\d+ \[", "".join(seen)[-400:])]
+            if not sent and steps and max(steps) >= at_step:
+                process.send_signal(signum)
+                sent = True
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return process, thread, seen
+
+
+@pytest.mark.parametrize("signals", [
+    pytest.param((signal.SIGINT, signal.SIGKILL), id="SIGINT,SIGKILL"),
+    pytest.param((signal.SIGTERM,), id="SIGTERM", marks=pytest.mark.slow),  # the SIGINT handler; in-process below
+])
+def test_resume_after_a_signal_at_a_random_step_equals_a_straight_run(images, tmp_path, signals):
+    """Ctrl-C (SIGINT), SIGTERM or SIGKILL sent to an ``icmh-hub train`` subprocess at a random
+    step: SIGINT and SIGTERM finish the step, write a checkpoint and exit 130; SIGKILL leaves the
+    last periodic checkpoint. ``--resume`` then gives the adapters of a run that never stopped,
+    bit for bit (the subprocesses run at the same time)."""
+    steps, every = 5, 2
+    args = ["train", "--codec", "mbt2018-mean", "--q", "1", "--task", "cls", "--data", str(images), "--steps", str(steps),
+            "--batch-size", "2", "--crop", "64", "--middle-dim", "8", "--no-pretrained", "--checkpoint-every", str(every)]
+    draw = random.Random()
+    plan = {signum: draw.randint(every + 1, steps - 1) if signum == signal.SIGKILL else draw.randint(1, steps - 1)
+            for signum in signals}  # SIGKILL after the first periodic checkpoint
+    runs = {signum: _interrupted_run(args, tmp_path / signum.name, signum, step) for signum, step in plan.items()}
+    straight = trainer(images, tmp_path, steps=steps, checkpoint_every=every, out_dir=tmp_path / "straight")
+    straight.fit()
+    for signum, (process, thread, seen) in runs.items():
+        process.wait(timeout=240)
+        thread.join(timeout=10)
+        stderr = "".join(seen)
+        context = f"{signum.name} planned at step {plan[signum]}: {stderr[-600:]!r}"
+        assert process.returncode == (-signal.SIGKILL if signum == signal.SIGKILL else 130), context
+        if signum != signal.SIGKILL:
+            stopped = int(re.search(r"interrupted: stopped by \w+ after step (\d+); resume with --resume", stderr).group(1))
+            assert plan[signum] <= stopped < steps and "Traceback" not in stderr, context
+        assert not (tmp_path / signum.name / "mbt2018-mean-cls-q1.safetensors").exists(), context
+        resumed = trainer(images, tmp_path, steps=steps, checkpoint_every=every, out_dir=tmp_path / signum.name)
+        resumed.fit(resume=True)
+        assert identical(snapshot(resumed.adapters), snapshot(straight.adapters)), context
+
+
+class _SignallingFeatures(torch.nn.Module):
+    """A small fixed task network that sends this process a signal at its ``at``-th call."""
+
+    def __init__(self, at: int | None = None) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv = torch.nn.Conv2d(3, 4, 3, stride=2)
+        self.calls, self.at = 0, at
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return [self.conv(x)]
+
+
+def test_sigterm_mid_step_finishes_the_step_then_resume_equals_a_straight_run(images, tmp_path):
+    """SIGTERM arriving inside a step (here: from the task model's forward of step 2) lets that
+    step finish, writes a checkpoint, raises KeyboardInterrupt; resuming gives the straight run."""
+    from icmh_hub.core.recognition import TaskFeatures
+
+    def run(out, at=None):
+        return trainer(images, tmp_path, steps=4, lr=1e-3, out_dir=out, features=TaskFeatures("cls", net=_SignallingFeatures(at)))
+
+    straight = run(tmp_path / "straight")
+    straight.fit()
+    stopped = run(tmp_path / "stopped", at=2 * 2 + 1)  # two calls per step: the reference, then the reconstruction
+    with pytest.raises(KeyboardInterrupt, match="stopped by SIGTERM after step 3"):
+        stopped.fit()
+    assert stopped.step == 3 and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    resumed = run(tmp_path / "stopped")
+    resumed.fit(resume=True)
+    assert identical(snapshot(resumed.adapters), snapshot(straight.adapters))
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--middle-dim", "0", "--middle-dim must be a positive number of channels, got 0"),
+    ("--steps", "-3", "--steps must be at least 1, got -3"),
+    ("--batch-size", "0", "--batch-size must be at least 1, got 0"),
+    ("--epochs", "0", "--epochs must be at least 1, got 0"),
+    ("--lr", "-1", "--lr must be a positive number, got -1.0"),
+    ("--lr", "nan", "--lr must be a positive number, got nan"),
+    ("--lmbda", "0", "--lmbda must be a positive number, got 0.0"),
+    ("--stages", "4", "--stages takes stage numbers from 1 to 3 (1 = 1/2 resolution), got 4"),
+    ("--stages", "1,x", "--stages takes comma-separated numbers from 1 to 3, got '1,x'"),
+    ("--workers", "-1", "--workers must be 0 (load in the training process) or more, got -1"),
+    ("--checkpoint-every", "-1", "--checkpoint-every must be 0 (only at the end and on Ctrl-C) or more steps, got -1"),
+    ("--crop", "50", "crop 50 is not a multiple of 64, the size mbt2018-mean codes without padding; use e.g. --crop 64"),
+    ("--crop", "0", "--crop must be a positive number of pixels, got 0"),
+])
+def test_bad_training_flags_get_one_line_that_states_the_rule(images, tmp_path, flag, value, message):
+    args = ["train", "--codec", "mbt2018-mean", "--q", "1", "--task", "cls", "--data", str(images), "--no-pretrained",
+            "--out", str(tmp_path), "--steps", "1", "--crop", "64", flag, value]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [f"error: {message}"]
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_bf16_autocast_keeps_the_entropy_model_in_float32_and_trains(images, tmp_path):
+    """What --amp does on CUDA, checked on the CPU's bf16 autocast: the transforms and adapters run
+    in bf16, the entropy model's likelihoods in float32; the adapters' hand-written backward and
+    the frozen layers' take the mixed dtypes, and the gradients come out float32 and finite."""
+    run = trainer(images, tmp_path)
+    run._prepare()
+    batch = next(iter(step_loader(run.dataset, 2, 0, 1)))
+    from icmh_hub.training.frozen import frozen_layers
+
+    with frozen_layers(run.model), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = training_forward(run.model, batch, SampleNoise(0, 0, range(2)))
+        features = run.features(out["x_hat"])
+    assert out["x_hat"].dtype == torch.bfloat16
+    assert {k: v.dtype for k, v in out["likelihoods"].items()} == {"y": torch.float32, "z": torch.float32}
+    with torch.no_grad():
+        reference = run.features(batch)
+    loss = run.features.distortion(reference, features) + sum(-v.log2().mean() for v in out["likelihoods"].values())
+    loss.backward()
+    grads = [p.grad for p in run.adapters.parameters()]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0

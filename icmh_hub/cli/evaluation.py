@@ -33,7 +33,7 @@ def _data_options(function):
         click.option("--no-pretrained", is_flag=True, help="Random codec, adapters and task model (trials of the plumbing; no downloads)."),
         click.option("--task-weights", help="Recognition model weights: a torchvision weights name or a local file."),
         click.option("--no-bitstream", is_flag=True, help="Skip real entropy coding (bpp_actual not measured; faster)."),
-        click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ..."),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ... (under torchrun, cuda = GPU LOCAL_RANK)."),
         click.option("--dataset-name", help="Name of the data set in results and cards (default: the folder / json name)."),
     ]
     for option in reversed(options):
@@ -41,7 +41,15 @@ def _data_options(function):
     return function
 
 
-def _task_model(task: str, no_pretrained: bool, task_weights: str | None, device: str):
+def _world(device: str):
+    """Join torchrun's process group, if any (every rank then evaluates its share of the images);
+    the world says this rank's device and whether it is rank 0, the one that writes and prints."""
+    from ..core.distributed import setup
+
+    return setup(device)
+
+
+def _task_model(task: str, no_pretrained: bool, task_weights: str | None, device):
     from ..evaluation.run import build_task_model
 
     weights = task_weights if task_weights else (None if no_pretrained else "DEFAULT")
@@ -97,7 +105,9 @@ def _adapter_file(codec: str, task: str, q: int, adapter: str | None, no_pretrai
 @click.option("--index", "index_file", type=click.Path(dir_okay=False), help="Registry index file to record the results in.")
 @click.option("--entry", "entry_id", help="Registry entry id to record the results under (with --index).")
 def eval_command(codec, q, task, data, human, adapter, json_out, plot_out, bit_map_out, card_out, index_file, entry_id, **o) -> None:
-    """Measure rate, task accuracy and image quality of CODEC at Q with TASK's adapters on DATA."""
+    """Measure rate, task accuracy and image quality of CODEC at Q with TASK's adapters on DATA.
+
+    Under torchrun each rank codes its share of the images; rank 0 prints and writes the results."""
     from ..assemble import build_codec
     from ..evaluation.run import card_results, evaluate
 
@@ -105,6 +115,8 @@ def eval_command(codec, q, task, data, human, adapter, json_out, plot_out, bit_m
         raise InvalidArgumentError("--index and --entry go together: the index file and the id of the entry in it")
     if human and (card_out or index_file):
         raise InvalidArgumentError("--card / --index record the adapters' results; drop --human (base-codec numbers are not theirs)")
+    world = _world(o["device"])
+    o = dict(o, device=world.device)
     model = build_codec(codec, q, task, adapter, pretrained=not o["no_pretrained"]).to(o["device"])
     task_model = _task_model(task, o["no_pretrained"], o["task_weights"], o["device"])
     result = evaluate(model, task, data, task_model, human=human, **_run_options(o))
@@ -118,6 +130,9 @@ def eval_command(codec, q, task, data, human, adapter, json_out, plot_out, bit_m
         other = evaluate(model, task, data, task_model, human=not human, **_run_options(o))
         result["compared_with"] = other
         rows.append(("adapted" if human else "human", other["metrics"]))
+    if not world.main:  # rank 0 prints and writes what all ranks measured
+        return
+    if plot_out:
         _plot_point_pair(result, other, plot_out)
     if bit_map_out:
         _bit_map(model, task, data, o, bit_map_out)
@@ -184,10 +199,13 @@ def sweep_command(qualities, codec, task, data, adapter_pattern, metric, rate, m
 
     if adapter_pattern and "{q}" not in adapter_pattern:
         raise InvalidArgumentError("--adapter for a sweep needs {q} in the file name, e.g. runs/cls_q{q}.safetensors")
-    task_model = _task_model(task, o["no_pretrained"], o["task_weights"], o["device"])
+    world = _world(o["device"])
+    task_model = _task_model(task, o["no_pretrained"], o["task_weights"], world.device)
     adapters = (lambda q: adapter_pattern.format(q=q)) if adapter_pattern else None
     out = sweep(codec, task, _qualities(qualities), data, task_model, adapters=adapters, pretrained=not o["no_pretrained"],
-                metric=metric, rate=rate, method=method, **_run_options(o))
+                metric=metric, rate=rate, method=method, device=world.device, **_run_options(o))
+    if not world.main:
+        return
     for name in ("base", "adapted"):
         click.echo(f"{name}: " + ", ".join(f"q{p['q']} {p[rate]:.4f} bpp / {p[out['metric']]:.2f}" for p in out[name]))
     if "bd_error" in out:

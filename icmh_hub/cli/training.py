@@ -19,11 +19,11 @@ from ..training.recipes import DEFAULT_RECIPE, RECIPES
 @click.option("--lmbda", type=float, help="Rate-distortion trade-off (default: the recipe's for --q).")
 @click.option("--steps", type=int, help="Number of optimizer steps (overrides --epochs).")
 @click.option("--epochs", type=int, help="Epochs (default: the recipe's).")
-@click.option("--batch-size", type=int, help="Images per step (default: the recipe's).")
+@click.option("--batch-size", type=int, help="Images per step, over all ranks under torchrun (default: the recipe's).")
 @click.option("--crop", type=int, help="Random crop size in pixels (default 256).")
 @click.option("--lr", type=float, help="Adam learning rate (default: the recipe's, 1e-4).")
 @click.option("--seed", type=int, help="Seed for weights, data order, crops and noise (default 42).")
-@click.option("--device", help="cuda, cuda:1, cpu, ... (default: CUDA when available).")
+@click.option("--device", help="cuda, cuda:1, cpu, ... (default: CUDA when available; under torchrun, cuda = GPU LOCAL_RANK).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/train", show_default=True,
               help="Folder for the checkpoint, the adapter file and its model card.")
 @click.option("--resume", is_flag=True, help="Continue the run whose checkpoint is in --out.")
@@ -41,7 +41,10 @@ from ..training.recipes import DEFAULT_RECIPE, RECIPES
 def train_command(codec, q, task, data, recipe, lmbda, steps, epochs, batch_size, crop, lr, seed, device, out_dir,
                   resume, force, no_pretrained, task_weights, variant, middle_dim, stages, full_finetune, amp,
                   checkpoint_every, workers, quiet) -> None:
-    """Train adapters for TASK on a frozen CODEC at quality Q with loss R + lambda * D_task."""
+    """Train adapters for TASK on a frozen CODEC at quality Q with loss R + lambda * D_task.
+
+    Under torchrun (several processes, one or several nodes) it trains with
+    DistributedDataParallel: --batch-size is split over the ranks and only rank 0 writes."""
     from ..errors import InvalidArgumentError
     from ..training.trainer import FullFinetuner, Trainer, TrainOptions
 
@@ -56,12 +59,16 @@ def train_command(codec, q, task, data, recipe, lmbda, steps, epochs, batch_size
         runner = FullFinetuner(codec, q, task, data, recipe, options)
     else:
         runner = Trainer(codec, q, task, data, recipe, options, variant=variant, middle_dim=middle_dim, stages=stage_list)
-    click.echo(f"training {runner.kind} for {codec} q{q} {task} on {runner.device}: {runner.total_steps} steps, "
-               f"lambda {runner.recipe.lmbda}, recipe {runner.recipe.name}", err=True)
+    world = runner.world
+    if world.main:
+        ranks = f" x {world.size} ranks ({runner.recipe.batch_size // world.size} images each)" if world.distributed else ""
+        click.echo(f"training {runner.kind} for {codec} q{q} {task} on {runner.device}{ranks}: {runner.total_steps} steps, "
+                   f"lambda {runner.recipe.lmbda}, recipe {runner.recipe.name}", err=True)
     path = runner.fit(resume=resume)
-    last = runner.last
-    click.echo(f"final loss {last.loss:.4f}  bpp {last.bpp:.4f}  distortion {last.distortion:.4f}")
-    click.echo(f"wrote {path}")
+    if world.main:
+        last = runner.last
+        click.echo(f"final loss {last.loss:.4f}  bpp {last.bpp:.4f}  distortion {last.distortion:.4f}")
+        click.echo(f"wrote {path}")
 
 
 COMMANDS = [train_command]

@@ -18,8 +18,10 @@ Initialisation (``init``):
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
-import torch.utils.checkpoint
 from torch import nn
 from torch.nn import functional as F
 
@@ -45,48 +47,73 @@ def _pointwise(module: nn.Conv2d, x: torch.Tensor, residual: torch.Tensor | None
     return out.view(batch, module.out_channels, *x.shape[2:])
 
 
-class _DepthwiseConv(torch.autograd.Function):
-    """Depth-wise convolution (stride 1, 'same' padding) with a faster weight gradient on CPU.
+# -- gradients by hand ---------------------------------------------------------------------------
+# In training an adapter keeps only its input; its backward recomputes the cheap intermediates
+# (one projection, the branches' depth-wise convolutions, products and spectra) and applies the
+# chain rule below, with no autograd graph inside the adapter. Gradients are computed in float32 (or
+# float64) whatever the activations' dtype under autocast.
 
-    The forward is PyTorch's. For the weight gradient, PyTorch's CPU kernel is an order of
-    magnitude slower than the forward; the same sums are one grouped convolution of the padded
-    input with the output gradient as kernel (per channel and batch item), summed over the batch.
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 if it is in a half-precision type (float64 stays float64)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], t.shape[1], -1)
+
+
+def _weight_grad(grad_out: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """The gradient of a 1x1 convolution's weight, sum over the batch of ``grad_out @ inputs^T``."""
+    return torch.bmm(_flat(grad_out), _flat(inputs).transpose(1, 2).to(grad_out.dtype)).sum(0)
+
+
+def _pointwise_input_grad(module: nn.Conv2d, grad_out: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``W^T @ grad_out`` (+ ``residual``): the input gradient of a 1x1 convolution."""
+    batch = grad_out.shape[0]
+    weight = module.weight.view(module.out_channels, -1).t().to(grad_out.dtype).expand(batch, -1, -1)
+    if residual is None:
+        out = torch.bmm(weight, _flat(grad_out))
+    else:
+        out = torch.baddbmm(_flat(residual), weight, _flat(grad_out))
+    return out.view(batch, -1, *grad_out.shape[2:])
+
+
+def _depthwise_grads(x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Input, weight and bias gradients of a depth-wise 'same' convolution (stride 1).
+
+    On CPU the weight gradient is one grouped convolution of the input with the output gradient
+    as kernel (one group per channel and batch item), summed over the batch: PyTorch's CPU kernel
+    for it is an order of magnitude slower than the forward. Elsewhere PyTorch's own backward.
     """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        channels, _, k, _ = weight.shape
-        pad = k // 2
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = F.conv_transpose2d(grad, weight, padding=pad, groups=channels)
-        if ctx.needs_input_grad[1]:
-            batch, _, height, width = x.shape
-            padded = F.pad(x, (pad, pad, pad, pad)).transpose(0, 1).reshape(1, channels * batch, height + 2 * pad, width + 2 * pad)
-            kernels = grad.transpose(0, 1).reshape(channels * batch, 1, height, width)
-            grad_w = F.conv2d(padded, kernels, groups=channels * batch).view(channels, batch, k, k)
-            grad_w = grad_w.sum(1, keepdim=True)
-        if ctx.needs_input_grad[2]:
-            grad_b = grad.sum((0, 2, 3))
-        return grad_x, grad_w, grad_b
+    channels, _, k, _ = weight.shape
+    pad = k // 2
+    x, weight = x.to(grad.dtype), weight.to(grad.dtype)
+    if x.device.type != "cpu":
+        return torch.ops.aten.convolution_backward(grad, x, weight, [channels], [1, 1], [pad, pad], [1, 1], False,
+                                                   [0, 0], channels, (True, True, True))
+    grad_x = F.conv_transpose2d(grad, weight, padding=pad, groups=channels)
+    batch, _, height, width = x.shape
+    images = x.reshape(1, batch * channels, height, width)
+    kernels = grad.reshape(batch * channels, 1, height, width)
+    grad_w = F.conv2d(images, kernels, padding=pad, groups=batch * channels).view(batch, channels, 1, k, k).sum(0)
+    return grad_x, grad_w, grad.sum((0, 2, 3))
 
 
-def _depthwise(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)`` for a depth-wise 'same' convolution; the fast backward when autograd records."""
-    if _autograd_on(x, module.weight, module.bias) and x.device.type == "cpu":
-        return _DepthwiseConv.apply(x, module.weight, module.bias)
-    return module(x)
+def _accumulate(out: torch.Tensor, weight: torch.Tensor, hidden: torch.Tensor) -> None:
+    """``out += weight @ hidden`` over the flattened pixels, in ``out``'s dtype (under autocast
+    the residual sum stays in the wider type of the input and the biases)."""
+    with torch.autocast(out.device.type, enabled=False):
+        out.baddbmm_(weight.to(out.dtype).expand(hidden.shape[0], -1, -1), _flat(hidden).to(out.dtype))
+
+
+def _relu_grad_(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """The gradient through ``output = relu(...)``, in place on ``grad``."""
+    return grad.masked_fill_(output <= 0, 0)
 
 
 def _autograd_on(*tensors: torch.Tensor) -> bool:
-    """Whether autograd records here; in-place shortcuts that would break backward are off then."""
+    """Whether autograd records here."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
@@ -101,14 +128,35 @@ class SpatialModulation(nn.Module):
         self.up = nn.Conv2d(middle_dim, channels, 1)
 
     def hidden(self, projected: torch.Tensor) -> torch.Tensor:
-        """The branch before its last 1x1 convolution: ``relu(dw5x5(a) * b)``."""
+        """The branch before its last 1x1 convolution: ``relu(dw5x5(a) * b)`` (no autograd)."""
         a, b = projected.chunk(2, dim=1)
-        gated = _depthwise(self.dw, a)
-        if _autograd_on(gated, b):
-            gated = gated * b  # backward needs dw(a), so no in-place product here
-        else:
-            gated.mul_(b)
-        return gated.relu_()
+        return self.dw(a).mul_(b).relu_()
+
+    keeps_hidden = False  # cheap to recompute
+
+    def recompute(self, projected: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hidden features and what their backward needs besides them (``dw5x5(a)``)."""
+        a, b = projected.chunk(2, dim=1)
+        gated = self.dw(a)
+        return (gated * b).relu_(), gated
+
+    def hidden_grads(self, projected: torch.Tensor, work: list, grad_projected: torch.Tensor) -> list[torch.Tensor]:
+        """Write the gradient of ``projected`` into ``grad_projected`` (which may be ``projected``
+        itself) and return the gradients of ``dw``'s weight and bias. ``work`` is ``[hidden,
+        state, grad of hidden]``, emptied here so that each is freed as soon as it is used."""
+        hidden, gated, grad = work
+        work.clear()
+        a, b = projected.chunk(2, dim=1)
+        grad_a_out, grad_b_out = grad_projected.chunk(2, dim=1)
+        grad = _relu_grad_(grad, hidden)
+        del hidden
+        grad_gated = grad * b.to(grad.dtype)
+        torch.mul(grad, gated.to(grad.dtype), out=grad_b_out)  # b is not read again
+        del grad, gated
+        grad_a, grad_w, grad_bias = _depthwise_grads(a, self.dw.weight, grad_gated)
+        del grad_gated
+        grad_a_out.copy_(grad_a)
+        return [grad_w, grad_bias]
 
     def forward(self, projected: torch.Tensor) -> torch.Tensor:
         return _pointwise(self.up, self.hidden(projected))
@@ -132,25 +180,84 @@ class FrequencyModulation(nn.Module):
         self.up = nn.Conv2d(middle_dim, channels, 1)
 
     def hidden(self, projected: torch.Tensor) -> torch.Tensor:
-        """The branch before its last 1x1 convolution: ``relu(irfft2(gain * rfft2(z)))``."""
+        """The branch before its last 1x1 convolution: ``relu(irfft2(gain * rfft2(z)))`` (no autograd)."""
         height, width = projected.shape[-2:]
-        spectrum = torch.fft.rfft2(projected.float(), norm=FFT_NORM)
-        parts = torch.view_as_real(spectrum)
-        if _autograd_on(spectrum, self.dw.weight):
-            amplitude = spectrum.abs()  # its gradient is 0 where the spectrum is 0 (hypot's is NaN)
-        else:
-            amplitude = torch.hypot(parts[..., 0], parts[..., 1])  # the same numbers, faster
-        amplitude = amplitude.to(self.dw.weight.dtype)
-        gain = _pointwise(self.mix, _depthwise(self.dw, amplitude).relu_()).sigmoid_().float().unsqueeze(-1)
-        if _autograd_on(spectrum, gain):
-            parts = parts * gain  # backward of |Z| needs the unscaled spectrum
-        else:
-            parts.mul_(gain)
+        spectrum, _, _, gain = self._gain(projected)
+        parts = torch.view_as_real(spectrum).mul_(_wide(gain).unsqueeze(-1))
         filtered = torch.fft.irfft2(torch.view_as_complex(parts), s=(height, width), norm=FFT_NORM)
         return filtered.to(projected.dtype).relu_()
 
+    def _gain(self, projected: torch.Tensor):
+        """The spectrum of ``projected``, its amplitude, ``relu(dw3x3(amplitude))`` and the gain."""
+        spectrum = torch.fft.rfft2(_wide(projected), norm=FFT_NORM)
+        parts = torch.view_as_real(spectrum)
+        amplitude = torch.hypot(parts[..., 0], parts[..., 1])
+        mixed = self.dw(amplitude.to(self.dw.weight.dtype)).relu_()
+        return spectrum, amplitude, mixed, _pointwise(self.mix, mixed).sigmoid_()
+
+    keeps_hidden = True  # its recomputation would cost an inverse FFT
+
+    def recompute(self, projected: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The hidden features (unless kept) and what their backward needs: spectrum, amplitude,
+        relu(dw), gain."""
+        state = self._gain(projected)
+        if hidden is None:
+            height, width = projected.shape[-2:]
+            parts = torch.view_as_real(state[0]) * _wide(state[3]).unsqueeze(-1)
+            filtered = torch.fft.irfft2(torch.view_as_complex(parts), s=(height, width), norm=FFT_NORM)
+            hidden = filtered.to(projected.dtype).relu_()
+        return hidden, state
+
+    def hidden_grads(self, projected: torch.Tensor, work: list, grad_projected: torch.Tensor) -> list[torch.Tensor]:
+        """As ``SpatialModulation.hidden_grads``; returns the gradients of dw and mix (weight, bias)."""
+        hidden, (spectrum, amplitude, mixed, gain), grad = work
+        work.clear()
+        width = hidden.shape[-1]
+        grad = _relu_grad_(grad, hidden)
+        del hidden
+        # irfft2's adjoint (as autograd's): rfft2 scaled by 1/(H*W), bins with a mirror image doubled
+        grad_spectrum = torch.fft.rfft2(grad, norm="forward")
+        del grad
+        mirrored = width - grad_spectrum.shape[-1]
+        if mirrored > 0:
+            grad_spectrum[..., 1 : 1 + mirrored].mul_(2)
+        grad_parts, parts = torch.view_as_real(grad_spectrum), torch.view_as_real(spectrum)
+        gain = _wide(gain)
+        grad_gain = grad_parts[..., 0] * parts[..., 0]
+        grad_gain.addcmul_(grad_parts[..., 1], parts[..., 1])
+        grad_parts.mul_(gain.unsqueeze(-1))  # now the gradient of the spectrum through the product
+        grad_logits = grad_gain.mul_(gain).mul_(1 - gain)  # sigmoid'
+        del gain
+        grads = [_weight_grad(grad_logits, mixed).view_as(self.mix.weight), grad_logits.sum((0, 2, 3))]
+        grad_mixed = _relu_grad_(_pointwise_input_grad(self.mix, grad_logits), mixed)
+        del grad_logits, mixed
+        grad_amplitude, grad_w, grad_bias = _depthwise_grads(amplitude, self.dw.weight, grad_mixed)
+        del grad_mixed
+        # |Z|'s gradient: Z / |Z| (zero where the spectrum is zero, as autograd's)
+        grad_parts.addcmul_(parts, torch.where(amplitude > 0, grad_amplitude.div_(amplitude), 0).unsqueeze(-1))
+        del grad_amplitude, amplitude, parts, spectrum
+        grad_projected.copy_(_rfft2_adjoint(grad_spectrum, width))
+        return [grad_w, grad_bias] + grads
+
     def forward(self, projected: torch.Tensor) -> torch.Tensor:
         return _pointwise(self.up, self.hidden(projected))
+
+
+def _rfft2_adjoint(grad_spectrum: torch.Tensor, width: int) -> torch.Tensor:
+    """The gradient of real ``z`` from that of ``rfft2(z)`` (unnormalised), overwriting
+    ``grad_spectrum``: the real part of the inverse DFT of the zero-padded half spectrum (autograd's
+    formula) without building the full one. That real part is the inverse of the padded
+    spectrum's Hermitian part, whose half is: the bins with a mirror image halved, and the
+    self-mirrored columns (0 and, for even widths, W/2) averaged with their conjugate mirror
+    rows; a real inverse FFT of that Hermitian half spectrum is exact on every backend."""
+    mirrored = width - grad_spectrum.shape[-1]
+    if mirrored > 0:
+        grad_spectrum[..., 1 : 1 + mirrored].mul_(0.5)
+    for column in [0] + ([grad_spectrum.shape[-1] - 1] if width % 2 == 0 else []):
+        values = grad_spectrum[..., column]
+        mirror = torch.roll(torch.flip(values, (-1,)), 1, -1).conj()  # row -k of each row k
+        grad_spectrum[..., column] = (values + mirror) / 2
+    return torch.fft.irfft2(grad_spectrum, s=(grad_spectrum.shape[-2], width), norm="forward")
 
 
 class Bottleneck(nn.Module):
@@ -165,6 +272,17 @@ class Bottleneck(nn.Module):
     def hidden(self, projected: torch.Tensor) -> torch.Tensor:
         return F.relu(projected)
 
+    keeps_hidden = False
+
+    def recompute(self, projected: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+        return F.relu(projected), None
+
+    def hidden_grads(self, projected: torch.Tensor, work: list, grad_projected: torch.Tensor) -> list[torch.Tensor]:
+        hidden, _, grad = work
+        work.clear()
+        grad_projected.copy_(_relu_grad_(grad, hidden))
+        return []
+
     def forward(self, projected: torch.Tensor) -> torch.Tensor:
         return _pointwise(self.up, self.hidden(projected))
 
@@ -176,12 +294,70 @@ BRANCHES: dict[str, type[nn.Module]] = {
 }
 
 
+class _Recomputed(torch.autograd.Function):
+    """A ParallelAdapter under autograd: the forward is the inference path (no graph inside), it
+    keeps its input (and the frequency branches' output), and the backward recomputes what else
+    it needs (``ParallelAdapter.grads``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, adapter: "ParallelAdapter", *parameters: torch.Tensor) -> torch.Tensor:
+        ctx.adapter = adapter
+        ctx.autocast = _autocast_state(x.device.type)
+        kept: list[torch.Tensor] = []
+        out = adapter._forward(x, kept)
+        ctx.save_for_backward(x, *kept)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, *kept = ctx.saved_tensors
+        grad_x, grads = ctx.adapter.grads(x, kept, grad, ctx.autocast, ctx.needs_input_grad[0])
+        return (grad_x, None, *grads)
+
+
+CHUNK_ELEMENTS = 1 << 23  # of adapter input per chunk in training's backward, on CPU (8x that elsewhere)
+
+
+def _batch_chunks(x: torch.Tensor) -> list[slice]:
+    """Slices of the batch that an adapter processes in turn: its intermediates are
+    several times the size of its input, so large batches of large features go a few images at a
+    time (the same numbers; on CPU about 32 MB of input per chunk, elsewhere 256 MB). Smaller
+    chunks take less memory but more time: each FFT, depth-wise convolution and matrix product
+    has a fixed cost per call, and on a busy CPU the threads meet once per call."""
+    budget = CHUNK_ELEMENTS if x.device.type == "cpu" else 8 * CHUNK_ELEMENTS
+    step = max(1, budget // max(1, x[0].numel()))
+    return [slice(start, start + step) for start in range(0, x.shape[0], step)]
+
+
+def _autocast_state(device_type: str) -> tuple[str, bool, torch.dtype]:
+    try:
+        return device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # torch before 2.4: one pair of functions per device type
+        if device_type == "cpu":
+            return device_type, torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        return device_type, torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+
+
+@contextlib.contextmanager
+def _recomputing(autocast: tuple[str, bool, torch.dtype]) -> Iterator[None]:
+    """No autograd, and the forward's autocast state (the recomputed numbers are the forward's)."""
+    device_type, enabled, dtype = autocast
+    with torch.no_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+        yield
+
+
 class ParallelAdapter(nn.Module):
     """``x + sum_i up_i(hidden_i(down(x)[i]))``: parallel branches behind one fused projection.
 
     Fast path (same numbers): the 1x1 convolutions are matrix products on the flattened pixels,
     and the branches' last convolutions accumulate in place into one buffer that starts as
     ``x + sum of their biases``, so the residual and the branch sum cost no extra passes.
+
+    In training (autograd on) the adapter keeps only its input: its activations are recomputed
+    in backward, a few images and one branch at a time, and its gradients computed by hand
+    (``grads``), which takes less memory and less time than autograd's graph of the same
+    operations (``benchmarks.training``).
     """
 
     def __init__(self, channels: int, middle_dim: int, branches: tuple[str, ...]) -> None:
@@ -191,23 +367,71 @@ class ParallelAdapter(nn.Module):
         self.widths = [b.in_width_factor * middle_dim for b in self.branches]
         self.down = nn.Conv2d(channels, sum(self.widths), 1)
 
-    checkpoint = False  # recompute the branches in backward instead of keeping their activations
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.checkpoint and _autograd_on(x, self.down.weight):
-            return torch.utils.checkpoint.checkpoint(self._forward, x, use_reentrant=False)
+        parameters = list(self.parameters())
+        if _autograd_on(x, *parameters):
+            return _Recomputed.apply(x, self, *parameters)
         return self._forward(x)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        projected = _pointwise(self.down, x).split(self.widths, dim=1)
-        hidden = [branch.hidden(part) for branch, part in zip(self.branches, projected)]
+    def _forward(self, x: torch.Tensor, kept: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The inference path; appends to ``kept`` the hidden features of the branches that keep them."""
         batch, channels = x.shape[:2]
         bias = sum(branch.up.bias for branch in self.branches).view(1, -1, 1)
         out = x.reshape(batch, channels, -1) + bias
-        for branch, h in zip(self.branches, hidden):
-            weight = branch.up.weight.view(channels, -1).expand(batch, -1, -1)
-            out = out.baddbmm_(weight, h.reshape(batch, h.shape[1], -1))
+        chunks = _batch_chunks(x)
+        hidden: list[list[torch.Tensor]] = [[] for _ in self.branches]
+        for images in chunks:
+            projected = _pointwise(self.down, x[images]).split(self.widths, dim=1)
+            for branch, part, kept_parts in zip(self.branches, projected, hidden):
+                h = branch.hidden(part)
+                if kept is not None and branch.keeps_hidden:
+                    kept_parts.append(h)
+                _accumulate(out[images], branch.up.weight.view(channels, -1), h)
+                del h
+            del projected
+        if kept is not None:
+            kept += [parts[0] if len(parts) == 1 else torch.cat(parts) for parts in hidden if parts]
         return out.view_as(x)
+
+    def grads(self, x: torch.Tensor, kept: list[torch.Tensor], grad: torch.Tensor, autocast: tuple[str, bool, torch.dtype],
+              input_grad: bool = True):
+        """Gradients of ``x`` (None unless ``input_grad``) and of every parameter (in
+        ``parameters()`` order) for the output gradient ``grad``, given what the forward kept.
+        The other intermediates are recomputed under the forward's autocast state, one branch at
+        a time (and for large batches of large features, a few images at a time)."""
+        grad = _wide(grad)
+        grad_x = torch.empty(x.shape, dtype=grad.dtype, device=x.device) if input_grad else None
+        totals: list[torch.Tensor] | None = None
+        for images in _batch_chunks(x):
+            grads = self._chunk_grads(x[images], [k[images] for k in kept], grad[images], autocast,
+                                      None if grad_x is None else grad_x[images])
+            totals = grads if totals is None else [t.add_(g) for t, g in zip(totals, grads)]
+        grad_x = None if grad_x is None else grad_x.to(x.dtype)
+        return grad_x, [g.to(p.dtype) for g, p in zip(totals, self.parameters(), strict=True)]
+
+    def _chunk_grads(self, x: torch.Tensor, kept: list[torch.Tensor], grad: torch.Tensor,
+                     autocast: tuple[str, bool, torch.dtype], grad_x: torch.Tensor | None) -> list[torch.Tensor]:
+        """``grads`` for some images: writes their input gradient into ``grad_x`` (if given)."""
+        with _recomputing(autocast):
+            projected = _pointwise(self.down, x)
+        # the projection's gradient overwrites the projection, part by part, once that part is used
+        grad_projected = projected if projected.dtype == grad.dtype else torch.empty_like(projected, dtype=grad.dtype)
+        grad_up_bias = grad.sum((0, 2, 3))
+        kept = list(kept)
+        grads = []
+        for branch, part, grad_part in zip(self.branches, projected.split(self.widths, dim=1),
+                                           grad_projected.split(self.widths, dim=1)):
+            with _recomputing(autocast):
+                hidden, state = branch.recompute(part, kept.pop(0) if branch.keeps_hidden else None)
+            up_weight = _weight_grad(grad, hidden).view_as(branch.up.weight)
+            work = [hidden, state, _pointwise_input_grad(branch.up, grad)]
+            del hidden, state
+            grads += branch.hidden_grads(part, work, grad_part) + [up_weight, grad_up_bias.clone()]
+        grads += [_weight_grad(grad_projected, x).view_as(self.down.weight), grad_projected.sum((0, 2, 3))]
+        if grad_x is not None:
+            weight = self.down.weight.view(self.down.out_channels, -1).t().to(grad.dtype).expand(x.shape[0], -1, -1)
+            torch.baddbmm(_flat(grad), weight, _flat(grad_projected), out=_flat(grad_x))
+        return grads
 
     def zero_output(self) -> None:
         """Make the adapter an exact identity by zeroing each branch's last convolution."""
@@ -241,15 +465,6 @@ class Adapter(nn.Module):
         for stage in self.stages:
             x = stage(x)
         return x
-
-
-def set_checkpointing(module: nn.Module, enabled: bool = True) -> nn.Module:
-    """Trade time for memory in training: every adapter in ``module`` keeps only its input and
-    recomputes its branches during backward (same numbers; about one extra adapter forward)."""
-    for sub in module.modules():
-        if isinstance(sub, ParallelAdapter):
-            sub.checkpoint = enabled
-    return module
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -6,12 +6,17 @@ the real strings, over the unpadded pixels; PSNR and MS-SSIM (None where the ima
 for MS-SSIM's 5 scales) against the prepared original; and the task's accuracy (top-1 in %, or
 COCO AP / AP50 / AP75 in %). Per-image records are averaged over images. ``human=True``
 evaluates the base codec (adapters off): the curve adapters are compared with.
+
+Under torchrun (an initialised process group, see ``core.distributed``) each rank measures every
+N-th image and the per-image records are gathered before they are averaged, so the metrics are
+those of one process on the same images (same records, same order).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import itertools
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -20,6 +25,7 @@ import torch
 from torch import nn
 
 from ..coding import code
+from ..core import distributed
 from ..core.attach import AdaptedCodec
 from ..core.identity import base_digest
 from ..core.recognition import build_classifier, build_detector
@@ -103,8 +109,16 @@ def evaluate(
     check_protocol(protocol)
     check_limit(limit)
     prepared = task_data(task, data, images, size, limit)
-    with codec.human() if human else codec.using(task):
-        records = image_records(codec, task, prepared, task_model, range(len(prepared)), protocol, bitstream, progress)
+    world = distributed.current()
+    records, error = [], None
+    try:
+        with codec.human() if human else codec.using(task):
+            records = image_records(codec, task, prepared, task_model, world.shard(range(len(prepared))), protocol,
+                                    bitstream, progress if world.main else False)
+    except Exception as exc:  # every rank stops with it (agree)
+        error = exc
+    distributed.agree(error, world, f"evaluating {task}")
+    records = sorted(itertools.chain.from_iterable(distributed.gather(records, world)), key=lambda r: r["position"])
     return result_dict(codec, task, data, prepared, records, human, protocol, size, dataset)
 
 

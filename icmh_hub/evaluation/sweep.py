@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..assemble import build_codec
@@ -30,19 +31,24 @@ def sweep(
     rate: str = "bpp_est",
     method: str = "cubic",
     index: IndexSpec = None,
+    device: str | torch.device | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Base (human mode) and adapted curves over ``qualities``, and their BD-rate / BD-metric.
 
     ``adapters`` maps q -> adapter file (None or missing: the registry's or random adapters,
     per ``pretrained``). A BD value that cannot be computed (too few points, curves that are not
-    monotonic) is reported as an error string next to the curves, not invented.
+    monotonic) is reported as an error string next to the curves, not invented. ``device``: where
+    the codecs run (the task model's device is the caller's). Under torchrun every point is
+    measured by all ranks together (``evaluate``); every rank returns the whole result.
     """
     metric = metric or get_task(task).metric
     curves: dict[str, list[dict[str, Any]]] = {"base": [], "adapted": []}
     for q in qualities:
         adapter = adapters(q) if callable(adapters) else (adapters or {}).get(q)
         model = build_codec(codec, q, task, adapter, pretrained=pretrained, index=index)
+        if device is not None:
+            model = model.to(device)
         for name, human in (("base", True), ("adapted", False)):
             result = evaluate(model, task, data, task_model, human=human, **options)
             curves[name].append({"q": q, **result["metrics"], "images": result["images"], "date": result["date"]})

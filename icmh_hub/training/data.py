@@ -97,23 +97,29 @@ class ImageFolder(Dataset):
 
 class StepBatches(Sampler[list[Key]]):
     """Batches ``start``..``stop - 1`` of the endless stream of epochs (each a fresh shuffle):
-    batch k holds stream items k*B .. k*B + B - 1, so any batch can be rebuilt from k alone."""
+    batch k holds stream items k*B .. k*B + B - 1, so any batch can be rebuilt from k alone.
+    With ``world`` ranks, rank r takes the r-th of ``world`` equal slices of every batch."""
 
-    def __init__(self, num_items: int, batch_size: int, start: int, stop: int) -> None:
+    def __init__(self, num_items: int, batch_size: int, start: int, stop: int, rank: int = 0, world: int = 1) -> None:
+        if batch_size % world:
+            raise InvalidArgumentError(f"a batch of {batch_size} does not split over {world} ranks; give a multiple of {world}")
         self.num_items, self.batch_size, self.start, self.stop = num_items, batch_size, start, stop
+        self.share = batch_size // world
+        self.offset = rank * self.share
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
 
     def __iter__(self) -> Iterator[list[Key]]:
         for step in range(self.start, self.stop):
-            first = step * self.batch_size
-            yield [divmod(i, self.num_items) for i in range(first, first + self.batch_size)]
+            first = step * self.batch_size + self.offset
+            yield [divmod(i, self.num_items) for i in range(first, first + self.share)]
 
 
-def step_loader(dataset: ImageFolder, batch_size: int, start: int, stop: int, workers: int = 0) -> DataLoader:
-    """A DataLoader giving the batches of steps ``start``..``stop - 1``."""
-    sampler = StepBatches(len(dataset), batch_size, start, stop)
+def step_loader(dataset: ImageFolder, batch_size: int, start: int, stop: int, workers: int = 0, rank: int = 0,
+                world: int = 1) -> DataLoader:
+    """A DataLoader giving (rank ``rank`` of ``world``'s slice of) the batches of steps ``start``..``stop - 1``."""
+    sampler = StepBatches(len(dataset), batch_size, start, stop, rank, world)
     # own generator: otherwise each new loader iterator draws its base seed from the global RNG,
     # and a resumed run would see different training noise from one that never stopped
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=torch.cuda.is_available(),

@@ -14,6 +14,14 @@ batch from (seed, step) (``training.data``), every quantisation noise from (seed
 only, so a run resumed after Ctrl-C, SIGTERM or a kill gives the same adapters, bit for bit, as
 one that never stopped.
 
+Several processes (``torchrun``, see ``core.distributed``): the module that trains is wrapped in
+DistributedDataParallel (gradients averaged, frozen buffers never broadcast), ``batch_size`` is
+the global batch and each rank takes its own slice of every batch (and that slice's noise), so K
+steps on N ranks give the adapters of K steps in one process, up to float rounding. Every step
+the ranks exchange three losses and two flags (a rank failed, a stop was asked for), so they
+stop together; only rank 0 writes checkpoints, results and cards and shows the progress bar.
+Checkpoints do not depend on the number of ranks: a run can resume on another number.
+
 ``FullFinetuner`` is the paper's comparison row: the same loss, but every codec parameter
 trains (except the entropy bottleneck quantiles); it saves a whole codec state_dict.
 """
@@ -37,17 +45,20 @@ from torch import nn
 
 from .._io import atomic_path
 from ..assemble import build_base
+from ..core import distributed
 from ..core.adapter_set import STAGES, build_adapters, is_scalable
 from ..core.attach import attach
 from ..core.identity import base_digest
 from ..core.rate import estimated_bpp
 from ..core.recognition import TaskFeatures
 from ..core.spec import get_codec
-from ..errors import CheckpointError, InvalidArgumentError, MissingFileError, OutputExistsError, TrainingError
+from ..core.variants import VARIANTS
+from ..errors import CheckpointError, InvalidArgumentError, MissingFileError, OutputExistsError, TrainingError, unknown_name
 from ..hub.card import write_card
 from ..hub.index import IndexSpec
 from .data import ImageFolder, step_loader
 from .forward import SampleNoise, supports_training_forward, training_forward
+from .frozen import frozen_layers
 from .recipes import DEFAULT_RECIPE, Recipe, get_recipe
 from .scalable import scalable_training_forward
 
@@ -68,7 +79,7 @@ class TrainOptions:
     seed: int | None = None
     task_weights: str | None = None
     steps: int | None = None  # replaces the recipe's length
-    device: str | None = None  # default: CUDA when available
+    device: str | None = None  # default: CUDA when available (under torchrun: GPU LOCAL_RANK)
     out_dir: str | Path = "runs/train"
     pretrained: bool = True  # False: seeded random codec and task model (tests, no downloads)
     index: IndexSpec = None  # registry index(es) merged over the built-in one (base weights)
@@ -82,10 +93,20 @@ class TrainOptions:
         return {name: getattr(self, name) for name in _RECIPE_FIELDS}
 
     def check(self) -> None:
-        if self.steps is not None and self.steps < 1:
-            raise InvalidArgumentError(f"steps must be at least 1, got {self.steps}")
-        if self.checkpoint_every < 0 or self.workers < 0:
-            raise InvalidArgumentError("checkpoint_every and workers must be 0 or more")
+        """Refuse values no run can use, one line each naming the flag and its rule."""
+        rules = [
+            ("steps", self.steps, lambda v: v >= 1, "at least 1"),
+            ("epochs", self.epochs, lambda v: v >= 1, "at least 1"),
+            ("batch-size", self.batch_size, lambda v: v >= 1, "at least 1"),
+            ("crop", self.crop, lambda v: v >= 1, "a positive number of pixels"),
+            ("lr", self.lr, lambda v: math.isfinite(v) and v > 0, "a positive number"),
+            ("lmbda", self.lmbda, lambda v: math.isfinite(v) and v > 0, "a positive number"),
+            ("checkpoint-every", self.checkpoint_every, lambda v: v >= 0, "0 (only at the end and on Ctrl-C) or more steps"),
+            ("workers", self.workers, lambda v: v >= 0, "0 (load in the training process) or more"),
+        ]
+        for flag, value, ok, rule in rules:
+            if value is not None and not ok(value):
+                raise InvalidArgumentError(f"--{flag} must be {rule}, got {value}")
 
 
 def _options(options: TrainOptions | None, overrides: dict[str, Any]) -> TrainOptions:
@@ -108,6 +129,20 @@ class StepResult:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class _LossModule(nn.Module):
+    """What DistributedDataParallel wraps: the module that trains (its parameters are the ones
+    DDP averages; the frozen codec and task model are not submodules) with the loop's loss as
+    its forward, so the loss runs inside DDP's forward as DDP requires."""
+
+    def __init__(self, trained: nn.Module, loss: Any) -> None:
+        super().__init__()
+        self.trained = trained
+        self.loss = loss
+
+    def forward(self, images: torch.Tensor, noise: SampleNoise):
+        return self.loss(images, noise)
 
 
 class _StopRequests:
@@ -171,17 +206,32 @@ class _Loop:
                 f"crop {self.recipe.crop} is not a multiple of {self.spec.pad_multiple}, the size {self.spec.name} "
                 f"codes without padding; use e.g. --crop {max(1, round(self.recipe.crop / self.spec.pad_multiple)) * self.spec.pad_multiple}"
             )
-        self.device = torch.device(options.device) if options.device is not None else default_device()
+        ranks = distributed.launched_size()  # checked before any rank waits for the others
+        if self.recipe.batch_size % ranks:
+            raise InvalidArgumentError(
+                f"--batch-size {self.recipe.batch_size} does not split over {ranks} ranks; "
+                f"give a multiple of {ranks} (it is the global batch)"
+            )
+        self.world = distributed.setup(options.device)
+        self.device = self.world.device
         if options.amp and self.device.type != "cuda":
             raise InvalidArgumentError("--amp (bf16 mixed precision) needs a CUDA device; drop --amp to train on the CPU")
         self.out_dir, self.custom_features = Path(options.out_dir), features
-        self.dataset = ImageFolder(self.data_dir, self.recipe.crop, self.recipe.seed)
-        images = min(self.recipe.epoch_images or len(self.dataset), len(self.dataset))
-        per_epoch = max(1, images // self.recipe.batch_size)
-        self.total_steps = options.steps if options.steps is not None else self.recipe.epochs * per_epoch
         self.step = 0
         self.last = StepResult(math.nan, math.nan, math.nan)
-        self._build()
+        self.stop_requested = False
+        self.runs: list[dict[str, int]] = []  # (first step, world size) of each fit(), for the record
+        error = None
+        try:  # what can fail on one rank only (its data folder, its GPU) fails on all
+            self.dataset = ImageFolder(self.data_dir, self.recipe.crop, self.recipe.seed)
+            images = min(self.recipe.epoch_images or len(self.dataset), len(self.dataset))
+            per_epoch = max(1, images // self.recipe.batch_size)
+            self.total_steps = options.steps if options.steps is not None else self.recipe.epochs * per_epoch
+            self._build()
+        except Exception as exc:
+            error = exc
+        distributed.agree(error, self.world, "setting up")
+        self.step_module = self._wrap(_LossModule(self.trained, self.loss))
 
     # -- set-up --------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -201,6 +251,24 @@ class _Loop:
     def _build_codec(self, base: nn.Module) -> nn.Module:
         return base
 
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        """DistributedDataParallel around ``module`` when there are several ranks: only what trains
+        is averaged (frozen parameters are ignored), buffers are never broadcast, and every trained
+        parameter gets a gradient every step (no search for unused ones)."""
+        if not self.world.distributed:
+            return module
+        import inspect
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        frozen = [name for name, parameter in module.named_parameters() if not parameter.requires_grad]
+        buffers = [name for name, _ in module.named_buffers()]  # the CDF tables: the same on every rank, left alone
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, frozen + buffers)
+        no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                          else {"broadcast_buffers": False})  # its older name
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=False, **no_buffer_sync)
+
     def milestone_steps(self) -> list[int]:
         """The recipe's milestones (in epochs) placed at the same fraction of this run's steps."""
         return [max(1, round(m / self.recipe.epochs * self.total_steps)) for m in self.recipe.milestones]
@@ -214,36 +282,65 @@ class _Loop:
         return self.codec
 
     # -- one step ------------------------------------------------------------------------------
-    def loss(self, images: torch.Tensor, noise: SampleNoise) -> tuple[torch.Tensor, StepResult]:
-        """``R + lambda * D`` for a batch of [0, 1] images, and its parts."""
+    def loss(self, images: torch.Tensor, noise: SampleNoise) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``R + lambda * D`` for a batch of [0, 1] images, and its parts (detached). The one place
+        the training objective is written: a variant of the trainer overrides this method."""
         with torch.no_grad():
             reference = self.features(images)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options.amp):
-            out = self.forward(images, noise)
-            features = self.features(out["x_hat"])
-        likelihoods = {k: v.float() for k, v in out["likelihoods"].items()}
-        bpp = estimated_bpp(likelihoods, images.shape[-2] * images.shape[-1])
-        distortion = self.features.distortion(reference, features)
+        with frozen_layers(self.model):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options.amp):
+                out = self.forward(images, noise)
+                features = self.features(out["x_hat"])
+            likelihoods = {k: v.float() for k, v in out["likelihoods"].items()}
+            bpp = estimated_bpp(likelihoods, images.shape[-2] * images.shape[-1])
+            distortion = self.features.distortion(reference, features)
         loss = bpp + self.recipe.lmbda * distortion
-        return loss, StepResult(loss.item(), bpp.item(), distortion.item())
+        return loss, {"bpp": bpp.detach(), "distortion": distortion.detach()}
+
+    def noise(self, images: int) -> SampleNoise:
+        """The quantisation noise of this rank's ``images`` of batch ``self.step``: drawn from
+        (seed, step, global index of the image), so it does not depend on the number of ranks."""
+        first = self.step * self.recipe.batch_size + self.world.rank * images
+        return SampleNoise(self.recipe.seed, self.step, range(first, first + images))
 
     def forward(self, images: torch.Tensor, noise: SampleNoise) -> dict[str, Any]:
         """The codec's training forward for one batch (its adapters, if any, hooked in)."""
         return training_forward(self.model, images, noise)
 
     def train_step(self, images: torch.Tensor) -> StepResult:
-        """One optimizer step on the batch of step ``self.step``."""
-        batch = self.recipe.batch_size
-        noise = SampleNoise(self.recipe.seed, self.step, range(self.step * batch, self.step * batch + len(images)))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, result = self.loss(images.to(self.device, non_blocking=True), noise)
+        """One optimizer step on (this rank's part of) the batch of step ``self.step``."""
+        return self._step(lambda: images)
+
+    def _step(self, fetch: Any, stop_requested: Any = lambda: False) -> StepResult:
+        """Fetch this rank's images, compute the loss, agree with the other ranks on the losses and
+        on whether any rank failed, then backward and step; at the end, whether any rank was asked
+        to stop (``stop_requested()``: a signal during this step stops every rank after it). The
+        loss is the mean over ranks of their means over equal slices: the global batch's mean."""
+        loss, error = None, None
+        local = torch.zeros(3, device=self.device)
+        try:
+            images = fetch().to(self.device, non_blocking=True)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, parts = self.step_module(images, self.noise(len(images)))
+            local = torch.stack([loss.detach(), parts["bpp"], parts["distortion"]]).float()
+        except Exception as exc:  # every rank learns of it below, and stops with it
+            error = exc
+        failed = torch.tensor([error is not None], dtype=torch.float32, device=self.device)
+        totals = distributed.all_sum(torch.cat([local, failed]), self.world, f"exchanging the losses of step {self.step}")
+        if totals[3] > 0:
+            distributed.agree(error, self.world, f"computing the loss of step {self.step}")
+        mean = (totals[:3] / self.world.size).tolist()
+        result = StepResult(*mean)
         if not math.isfinite(result.loss):
             raise TrainingError(f"the loss became {result.loss} at step {self.step}; lower the learning rate or train in fp32 (no --amp)")
-        loss.backward()
+        with distributed.collective(f"the backward of step {self.step} (averaging gradients)") if self.world.distributed else contextlib.nullcontext():
+            loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
         self.last = result
+        stop = torch.tensor([float(stop_requested())], device=self.device)
+        self.stop_requested = bool(distributed.all_sum(stop, self.world, f"ending step {self.step - 1}")[0] > 0)
         return result
 
     # -- the run -------------------------------------------------------------------------------
@@ -251,32 +348,41 @@ class _Loop:
         """Train to the last step and save the result (returned). ``resume`` continues from
         ``out_dir/checkpoint.pt``; ``stop_at`` stops (with a checkpoint) after that step, as an
         interruption would, and returns None. Ctrl-C / SIGTERM stop after the current step with a
-        checkpoint, and raise KeyboardInterrupt."""
+        checkpoint, and raise KeyboardInterrupt (on every rank: they stop at the same step)."""
         if resume:
             self.load_checkpoint(self.out_dir / CHECKPOINT)
         else:
-            self._check_out_dir()
+            distributed.run_on_main(self._check_out_dir, self.world, "checking --out")
+        if not self.runs or self.runs[-1]["world_size"] != self.world.size:
+            self.runs.append({"from_step": self.step, "world_size": self.world.size})
         stop = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
         self._prepare()
         every = self.options.checkpoint_every
-        bar = _progress_bar(self.options.progress, self.step, self.total_steps, f"{self.spec.name} q{self.q} {self.task}")
+        bar = _progress_bar(self.options.progress and self.world.main, self.step, self.total_steps,
+                            f"{self.spec.name} q{self.q} {self.task}")
         stops = _StopRequests()
+        batches = iter(step_loader(self.dataset, self.recipe.batch_size, self.step, stop, self.options.workers,
+                                   self.world.rank, self.world.size))
         try:
             with stops.installed():
-                for images in step_loader(self.dataset, self.recipe.batch_size, self.step, stop, self.options.workers):
-                    result = self.train_step(images)
+                while self.step < stop:
+                    result = self._step(lambda: next(batches), lambda: stops.requested is not None)
                     bar.update(1)
                     bar.set_postfix(loss=f"{result.loss:.4f}", bpp=f"{result.bpp:.4f}", D=f"{result.distortion:.4f}")
-                    if stops.requested is not None:
+                    if self.stop_requested:
                         break
                     if every and self.step % every == 0 and self.step < stop:
                         self.save_checkpoint()
                 self.save_checkpoint()
         finally:
             bar.close()
-        if stops.requested is not None:
-            raise KeyboardInterrupt(f"stopped by {signal.Signals(stops.requested).name} after step {self.step}; resume with --resume")
-        return self.save() if self.step >= self.total_steps else None
+        if self.stop_requested:
+            signum = stops.requested or signal.SIGTERM  # another rank's signal
+            raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name} after step {self.step}; resume with --resume")
+        if self.step < self.total_steps:
+            return None
+        distributed.run_on_main(self.save, self.world, "writing the result")
+        return self.result_path()
 
     def _check_out_dir(self) -> None:
         """A new run does not replace what an earlier run left in ``out_dir`` unless forced."""
@@ -309,6 +415,8 @@ class _Loop:
         return self.out_dir / f"{self.spec.name}-{self.task}-q{self.q}{self.result_suffix}.safetensors"
 
     def save_checkpoint(self) -> Path:
+        """Write ``out_dir/checkpoint.pt`` (rank 0; every rank learns if that failed). It holds
+        no trace of the number of ranks beyond the record, so any number can resume it."""
         path = self.out_dir / CHECKPOINT
         checkpoint = {
             "config": json.dumps(self.config(), sort_keys=True),
@@ -317,19 +425,22 @@ class _Loop:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "last": dataclasses.asdict(self.last),
+            "runs": json.dumps(self.runs),
         }
-        with atomic_path(path) as temporary:
-            torch.save(checkpoint, temporary)
+
+        def write() -> None:
+            with atomic_path(path) as temporary:
+                torch.save(checkpoint, temporary)
+
+        distributed.run_on_main(write, self.world, f"writing {path}")
         return path
 
     def load_checkpoint(self, path: Path) -> None:
-        if not path.is_file():
-            raise MissingFileError(f"no checkpoint to resume at {path}; run without --resume, or give the --out of the interrupted run")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            saved = json.loads(checkpoint["config"])
-        except Exception as exc:  # unpickling errors come in many types
-            raise CheckpointError(f"cannot read checkpoint {path} ({type(exc).__name__}); it is damaged, start again without --resume") from None
+        """Resume from ``path``: rank 0 reads it and hands it to the others (on several nodes only
+        rank 0's disk needs it)."""
+        checkpoint = distributed.run_on_main(lambda: self._read_checkpoint(path), self.world, f"reading {path}")
+        checkpoint = distributed.broadcast(checkpoint, self.world)
+        saved = json.loads(checkpoint["config"])
         ours = self.config()
         different = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
         if different:
@@ -340,6 +451,18 @@ class _Loop:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.step = int(checkpoint["step"])
         self.last = StepResult(**checkpoint["last"])
+        self.runs = json.loads(checkpoint.get("runs", "[]"))
+
+    @staticmethod
+    def _read_checkpoint(path: Path) -> dict[str, Any]:
+        if not path.is_file():
+            raise MissingFileError(f"no checkpoint to resume at {path}; run without --resume, or give the --out of the interrupted run")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            json.loads(checkpoint["config"])
+        except Exception as exc:  # unpickling errors come in many types
+            raise CheckpointError(f"cannot read checkpoint {path} ({type(exc).__name__}); it is damaged, start again without --resume") from None
+        return checkpoint
 
     def training_record(self) -> dict[str, Any]:
         """The training section of the metadata: recipe, every hyper-parameter, outcome."""
@@ -357,6 +480,9 @@ class _Loop:
             "base_digest": self.base_digest,
             "task_model": self.recipe.task_weights if self.custom_features is None else "custom",
             "amp": self.options.amp,
+            "world_size": self.world.size,
+            "batch_per_rank": self.recipe.batch_size // self.world.size,
+            "world_sizes": self.runs,  # one row per fit(): the step it started at and its number of ranks
             "final": dataclasses.asdict(self.last),
         }
 
@@ -387,6 +513,12 @@ class Trainer(_Loop):
         stages: Sequence[int] = STAGES,
         **kwargs: Any,
     ) -> None:
+        if variant not in VARIANTS:
+            raise unknown_name("adapter variant", variant, VARIANTS)
+        if not isinstance(middle_dim, int) or middle_dim < 1:
+            raise InvalidArgumentError(f"--middle-dim must be a positive number of channels, got {middle_dim}")
+        if not stages or any(stage not in STAGES for stage in stages):
+            raise InvalidArgumentError(f"--stages takes stage numbers from 1 to 3 (1 = 1/2 resolution), got {','.join(map(str, stages)) or 'none'}")
         self.layout = {"variant": variant, "middle_dim": middle_dim, "stages": tuple(stages)}
         super().__init__(codec, q, task, data, recipe, options, **kwargs)
 
