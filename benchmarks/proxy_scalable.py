@@ -59,7 +59,7 @@ def train_scalable(config: Config, task: str, q: int, variant: str, folder: Path
     """One scalable run, cached: runs that differ in a setting land in different folders."""
     tag = f"l{config.lmbda(task, q)}-s{config.adapter_steps}-lr{config.adapter_lr}-d{config.middle_dim}"
     run_dir = work / "runs" / f"{task}-q{q}-{variant}-{tag}"
-    done = run_dir / f"{DEMO_CODEC}-{task}-q{q}.safetensors"
+    done = run_dir / f"{DEMO_CODEC}-{task}-q{q}-{variant}.safetensors"
     if done.is_file():
         return done
     started = time.time()

@@ -240,3 +240,42 @@ def test_cli_compress_strip_decompress(tmp_path):
     assert run("compress", tmp_path / "img.png", "-o", tmp_path / "plain.icmh", *common).exit_code == 0
     done = run("strip", tmp_path / "plain.icmh", "-o", tmp_path / "plain-base.icmh")
     assert done.exit_code == 1 and "single layer" in done.stderr and not (tmp_path / "plain-base.icmh").exists()
+
+
+def test_cli_trains_scalable_adapters_and_eval_reports_both_layers(tmp_path):
+    """train --variant scalable-sfma writes its own file (a ScalableAdapters with the mask
+    generator trained); eval with it reports the base layer's rate and accuracy and the whole
+    file's rate and human PSNR (the base codec's: equal to eval --human's PSNR)."""
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from icmh_hub import load_adapters
+    from icmh_hub.cli import main
+
+    rng = torch.Generator().manual_seed(0)
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(2):
+            pixels = (torch.rand(64, 64, 3, generator=rng) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / "data" / label / f"{i}.png")
+    run = lambda *args: CliRunner().invoke(main, [str(a) for a in args])  # noqa: E731
+    base = ["--codec", "mbt2018-mean", "--q", "1", "--task", "cls", "--no-pretrained"]
+    done = run("train", *base, "--data", tmp_path / "data", "--variant", "scalable-sfma", "--steps", "2", "--batch-size", "2",
+               "--crop", "64", "--middle-dim", "8", "--quiet", "--out", tmp_path / "run")
+    assert done.exit_code == 0, done.output
+    path = tmp_path / "run" / "mbt2018-mean-cls-q1-scalable-sfma.safetensors"
+    adapters = load_adapters(path)
+    assert isinstance(adapters, ScalableAdapters) and adapters.variant == "scalable-sfma"
+    untrained = build_adapters("mbt2018-mean", 1, variant="scalable-sfma", middle_dim=8)
+    assert not torch.equal(adapters.mask_generator.out.weight, untrained.mask_generator.out.weight)
+    evaluation = ["eval", *base, "--data", tmp_path / "data", "--size", "64"]
+    done = run(*evaluation, "--adapter", path, "--json", tmp_path / "layers.json")
+    assert done.exit_code == 0, done.output
+    assert "bpp_full" in done.stdout and "the whole file's (the human picture)" in done.stdout
+    metrics = json.loads((tmp_path / "layers.json").read_text())["metrics"]
+    assert metrics["bpp_full"] >= metrics["bpp_actual"] > 0
+    assert run(*evaluation, "--human", "--json", tmp_path / "human.json").exit_code == 0
+    human = json.loads((tmp_path / "human.json").read_text())["metrics"]
+    assert metrics["psnr_full"] == pytest.approx(human["psnr"], abs=1e-9)  # the human picture is the base codec's

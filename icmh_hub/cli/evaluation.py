@@ -15,7 +15,9 @@ from ..errors import InvalidArgumentError
 from ..evaluation.protocol import PROTOCOLS
 
 _TABLE_ORDER = ("top1", "bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75",
-                "bpp_est", "bpp_actual", "psnr", "ms_ssim", "detections")
+                "bpp_est", "bpp_actual", "psnr", "ms_ssim", "bpp_full", "psnr_full", "detections")
+LAYERED_NOTE = ("two layers: accuracy, bpp_est, bpp_actual, psnr and ms_ssim are the base layer's (the machine picture); "
+                "bpp_full and psnr_full the whole file's (the human picture)")
 
 
 def _data_options(function):
@@ -79,7 +81,7 @@ def _write_json(data: Any, out: str | None) -> None:
         click.echo(f"wrote {out}", err=True)
 
 
-def _adapter_file(codec: str, task: str, q: int, adapter: str | None, no_pretrained: bool) -> Path:
+def _adapter_file(codec: str, task: str, q: int, adapter: str | None, no_pretrained: bool, variant: str | None = None) -> Path:
     """The adapter file the card describes: the one given, or the registry entry's."""
     if adapter:
         return Path(adapter)
@@ -88,13 +90,14 @@ def _adapter_file(codec: str, task: str, q: int, adapter: str | None, no_pretrai
     from ..hub.fetch import fetch
     from ..hub.index import resolve
 
-    return Path(fetch(resolve(codec, task, q)))
+    return Path(fetch(resolve(codec, task, q, variant=variant)))
 
 
 @click.command("eval")
 @click.option("--q", "q", type=int, required=True, help="Rate point: the base codec's quality level.")
 @_data_options
 @click.option("--adapter", type=click.Path(exists=True, dir_okay=False), help="Adapter file (default: the registry's entry).")
+@click.option("--variant", default=None, help="The registry entry's adapter variant (default sfma; scalable-sfma / scalable-mask: two layers).")
 @click.option("--human", is_flag=True, help="Evaluate the base codec (adapters off) instead of the adapted one.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False),
@@ -104,7 +107,8 @@ def _adapter_file(codec: str, task: str, q: int, adapter: str | None, no_pretrai
 @click.option("--card", "card_out", type=click.Path(dir_okay=False), help="Write the adapter's model card with these results.")
 @click.option("--index", "index_file", type=click.Path(dir_okay=False), help="Registry index file to record the results in.")
 @click.option("--entry", "entry_id", help="Registry entry id to record the results under (with --index).")
-def eval_command(codec, q, task, data, human, adapter, json_out, plot_out, bit_map_out, card_out, index_file, entry_id, **o) -> None:
+def eval_command(codec, q, task, data, human, adapter, variant, json_out, plot_out, bit_map_out, card_out, index_file, entry_id,
+                 **o) -> None:
     """Measure rate, task accuracy and image quality of CODEC at Q with TASK's adapters on DATA.
 
     Under torchrun each rank codes its share of the images; rank 0 prints and writes the results."""
@@ -117,7 +121,7 @@ def eval_command(codec, q, task, data, human, adapter, json_out, plot_out, bit_m
         raise InvalidArgumentError("--card / --index record the adapters' results; drop --human (base-codec numbers are not theirs)")
     world = _world(o["device"])
     o = dict(o, device=world.device)
-    model = build_codec(codec, q, task, adapter, pretrained=not o["no_pretrained"]).to(o["device"])
+    model = build_codec(codec, q, task, adapter, pretrained=not o["no_pretrained"], variant=variant).to(o["device"])
     task_model = _task_model(task, o["no_pretrained"], o["task_weights"], o["device"])
     result = evaluate(model, task, data, task_model, human=human, **_run_options(o))
     result["adapter"] = str(adapter) if adapter else ("random" if o["no_pretrained"] else "registry")
@@ -138,13 +142,15 @@ def eval_command(codec, q, task, data, human, adapter, json_out, plot_out, bit_m
         _bit_map(model, task, data, o, bit_map_out)
     click.echo(f"{result['codec']} q{q} {task} on {result['dataset']} ({result['images']} images, {result['protocol']})")
     click.echo(_table(rows))
+    if "bpp_full" in result["metrics"]:
+        click.echo(LAYERED_NOTE)
     _write_json(result, json_out)
     if card_out or index_file:
         results = card_results(result)
         if card_out:
             from ..hub.card import write_card
 
-            write_card(_adapter_file(codec, task, q, adapter, o["no_pretrained"]), card_out, results=results)
+            write_card(_adapter_file(codec, task, q, adapter, o["no_pretrained"], variant), card_out, results=results)
             click.echo(f"wrote {card_out}", err=True)
         if index_file:
             from ..hub.index import record_metrics

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..core.tasks import TASK_NAMES
-from ..core.variants import VARIANTS
+from ..core.variants import ALL_VARIANTS
 from ..training.recipes import DEFAULT_RECIPE, RECIPES
 
 
@@ -30,7 +30,8 @@ from ..training.recipes import DEFAULT_RECIPE, RECIPES
 @click.option("--force", is_flag=True, help="Replace what an earlier run left in --out (checkpoint, adapter file).")
 @click.option("--no-pretrained", is_flag=True, help="Random codec and random task model (tests; no downloads).")
 @click.option("--task-weights", help="Recognition model weights: a torchvision weights name or a local file.")
-@click.option("--variant", type=click.Choice(list(VARIANTS)), default="sfma", show_default=True, help="Adapter variant.")
+@click.option("--variant", type=click.Choice(list(ALL_VARIANTS)), default="sfma", show_default=True,
+              help="Adapter variant (scalable-sfma / scalable-mask: a two-layer codec, its base layer for the task).")
 @click.option("--middle-dim", type=int, default=64, show_default=True, help="Adapter bottleneck width d.")
 @click.option("--stages", default="1,2,3", show_default=True, help="Stages that get adapters, comma separated.")
 @click.option("--full-finetune", is_flag=True, help="Baseline: train the whole codec instead of adapters.")

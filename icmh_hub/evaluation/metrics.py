@@ -42,10 +42,15 @@ def image_quality(x: torch.Tensor, x_hat: torch.Tensor, bpp_est: float | None, b
 
 
 def quality_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
-    """Per-image rates and qualities averaged over images (identical images' infinite PSNR left out)."""
-    return {
+    """Per-image rates and qualities averaged over images (identical images' infinite PSNR left out;
+    the whole file's rate and PSNR too for layered coding)."""
+    summary = {
         "bpp_est": mean(r["bpp_est"] for r in records),
         "bpp_actual": mean(r["bpp_actual"] for r in records),
         "psnr": mean(r["psnr"] for r in records if math.isfinite(r["psnr"])),
         "ms_ssim": mean(r["ms_ssim"] for r in records),
     }
+    if any("bpp_full" in r for r in records):  # layered coding: the whole file and its human picture
+        summary["bpp_full"] = mean(r.get("bpp_full") for r in records)
+        summary["psnr_full"] = mean(r["psnr_full"] for r in records if math.isfinite(r.get("psnr_full", math.nan)))
+    return summary

@@ -7,6 +7,10 @@ for MS-SSIM's 5 scales) against the prepared original; and the task's accuracy (
 COCO AP / AP50 / AP75 in %). Per-image records are averaged over images. ``human=True``
 evaluates the base codec (adapters off): the curve adapters are compared with.
 
+Scalable adapters (two layers): the rates, PSNR and accuracy are the base layer's (the machine
+picture, what the task receives); ``bpp_full`` and ``psnr_full`` are the whole file's (the human
+picture, the base codec's own).
+
 Under torchrun (an initialised process group, see ``core.distributed``) each rank measures every
 N-th image and the per-image records are gathered before they are averaged, so the metrics are
 those of one process on the same images (same records, same order).
@@ -32,12 +36,12 @@ from ..core.recognition import build_classifier, build_detector
 from ..core.tasks import get_task
 from .classification import ClassificationData, classify, top1
 from .coco import CocoData, average_precision, detect, detector_size
-from .metrics import image_quality, quality_summary
+from .metrics import image_quality, psnr, quality_summary
 from .protocol import check_limit, check_protocol, default_dataset_name, image_size, protocol_label
 
 METRIC_ORDER = (
     "top1", "bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75",
-    "bpp_est", "bpp_actual", "psnr", "ms_ssim",
+    "bpp_est", "bpp_actual", "psnr", "ms_ssim", "bpp_full", "psnr_full",
 )
 
 
@@ -75,6 +79,8 @@ def image_records(codec: AdaptedCodec, task: str, prepared: ClassificationData |
             x = x.to(device)
             coded = code(codec, x, bitstream=bitstream)
             record = image_quality(x, coded.x_hat, coded.bpp_est, coded.bpp if bitstream else None)
+            if coded.x_full is not None:  # a layered codec: the human picture from both layers
+                record |= {"bpp_full": coded.bpp_full, "psnr_full": psnr(x, coded.x_full)}
             if task == "cls":
                 record |= classify(task_model, coded.x_hat, meta, protocol, prepared.size)
             else:

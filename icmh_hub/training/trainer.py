@@ -52,7 +52,7 @@ from ..core.identity import base_digest
 from ..core.rate import estimated_bpp
 from ..core.recognition import TaskFeatures
 from ..core.spec import get_codec
-from ..core.variants import VARIANTS
+from ..core.variants import ALL_VARIANTS, SCALABLE_VARIANTS
 from ..errors import CheckpointError, InvalidArgumentError, MissingFileError, OutputExistsError, TrainingError, unknown_name
 from ..hub.card import write_card
 from ..hub.index import IndexSpec
@@ -513,13 +513,15 @@ class Trainer(_Loop):
         stages: Sequence[int] = STAGES,
         **kwargs: Any,
     ) -> None:
-        if variant not in VARIANTS:
-            raise unknown_name("adapter variant", variant, VARIANTS)
+        if variant not in ALL_VARIANTS:
+            raise unknown_name("adapter variant", variant, ALL_VARIANTS)
         if not isinstance(middle_dim, int) or middle_dim < 1:
             raise InvalidArgumentError(f"--middle-dim must be a positive number of channels, got {middle_dim}")
         if not stages or any(stage not in STAGES for stage in stages):
             raise InvalidArgumentError(f"--stages takes stage numbers from 1 to 3 (1 = 1/2 resolution), got {','.join(map(str, stages)) or 'none'}")
         self.layout = {"variant": variant, "middle_dim": middle_dim, "stages": tuple(stages)}
+        if variant in SCALABLE_VARIANTS:  # a file of its own beside the task's one-layer adapters
+            self.result_suffix = f"-{variant}"
         super().__init__(codec, q, task, data, recipe, options, **kwargs)
 
     def _build_codec(self, base: nn.Module) -> nn.Module:
