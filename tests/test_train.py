@@ -303,6 +303,8 @@ def test_sigterm_mid_step_finishes_the_step_then_resume_equals_a_straight_run(im
     ("--checkpoint-every", "-1", "--checkpoint-every must be 0 (only at the end and on Ctrl-C) or more steps, got -1"),
     ("--crop", "50", "crop 50 is not a multiple of 64, the size mbt2018-mean codes without padding; use e.g. --crop 64"),
     ("--crop", "0", "--crop must be a positive number of pixels, got 0"),
+    ("--crop", "96", "crop 96 is not a multiple of 64, the size mbt2018-mean codes without padding; use e.g. --crop 128"),
+    ("--middle-dim", "0", "--middle-dim must be a positive number of channels, got 0"),
 ])
 def test_bad_training_flags_get_one_line_that_states_the_rule(images, tmp_path, flag, value, message):
     args = ["train", "--codec", "mbt2018-mean", "--q", "1", "--task", "cls", "--data", str(images), "--no-pretrained",
@@ -334,3 +336,19 @@ def test_bf16_autocast_keeps_the_entropy_model_in_float32_and_trains(images, tmp
     grads = [p.grad for p in run.adapters.parameters()]
     assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
     assert sum(g.abs().sum() for g in grads) > 0
+
+
+def test_training_into_an_earlier_runs_out_is_refused_without_force(images, tmp_path):
+    """A second run into the same --out keeps the first run's adapters and checkpoint (one line
+    saying how to go on) unless --force replaces them."""
+    args = ["train", "--codec", "mbt2018-mean", "--q", "1", "--task", "cls", "--data", str(images), "--steps", "1",
+            "--batch-size", "2", "--crop", "64", "--middle-dim", "4", "--no-pretrained", "--quiet", "--out", str(tmp_path)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    result = tmp_path / "mbt2018-mean-cls-q1.safetensors"
+    first = result.read_bytes()
+    again = CliRunner().invoke(main, [*args, "--seed", "7"])
+    assert again.exit_code == 1 and "already holds" in again.stderr and "--force" in again.stderr
+    assert [line for line in again.stderr.splitlines() if line.startswith("error:")] == again.stderr.splitlines()[-1:]
+    assert result.read_bytes() == first
+    forced = CliRunner().invoke(main, [*args, "--seed", "7", "--force"])
+    assert forced.exit_code == 0 and result.read_bytes() != first

@@ -7,7 +7,7 @@ import json
 import click
 
 from ..core.spec import describe, get_codec, list_codecs
-from ..core.variants import VARIANTS
+from ..core.variants import SCALABLE_VARIANTS, VARIANTS
 
 
 @click.command("codecs")
@@ -40,7 +40,10 @@ def inspect_command(adapter_file: str) -> None:
 def variants_command() -> None:
     """List the adapter variants (the paper's ablations) by name."""
     for name, stages in VARIANTS.items():
-        click.echo(f"{name:<9} " + " -> ".join(" + ".join(branches) for branches in stages))
+        click.echo(f"{name:<13} " + " -> ".join(" + ".join(branches) for branches in stages))
+    for name, decoder in SCALABLE_VARIANTS.items():
+        adapters = f"{decoder} adapters in g_s" if decoder else "no adapters"
+        click.echo(f"{name:<13} two layers: mask generator + {adapters} (hyperprior codecs without context model)")
 
 
 COMMANDS = [codecs_command, inspect_command, variants_command]
