@@ -207,18 +207,7 @@ def _parse(data: bytes) -> tuple[Header, dict[str, Any], Any, dict[str, int]]:
         header, strings, shape, header_end = _unpack_version_1(data)
         return header, {"all": strings}, shape, {"header": header_end, "all": len(data)}
     reader = _Reader(memoryview(data), _PREFIX.size)
-    flags, kind = reader.unpack(">BB")
-    _require(flags < 4, "unknown flags")
-    _require(kind < len(ADAPTER_KINDS), f"unknown adapter kind {kind}")
-    codec = reader.name()
-    (quality,) = reader.unpack(">B")
-    task = reader.name() or None
-    variant = reader.name() or None
-    adapter_id = reader.take(32).hex() if kind else None
-    base_digest = reader.take(BASE_DIGEST_BYTES).hex()
-    height, width, padded_height, padded_width = reader.unpack(">IIII")
-    mode, bits = reader.unpack(">BB")
-    _require(mode < len(MODES), f"unknown image mode {mode}")
+    fields = _header_fields(reader, FORMAT_VERSION)
     shape = reader.tree(0)
     (stored,) = reader.unpack(">I")
     if zlib.crc32(data[: reader.pos - _CRC.size]) != stored:
@@ -240,12 +229,9 @@ def _parse(data: bytes) -> tuple[Header, dict[str, Any], Any, dict[str, int]]:
         layers[LAYER_KINDS[layer]] = strings
         ends[LAYER_KINDS[layer]] = reader.pos
     order = tuple(layers)
-    expected = (("base",), ("base", "enhancement")) if flags & 2 else (("all",),)
+    expected = (("base",), ("base", "enhancement")) if fields["layered"] else (("all",),)
     _require(order in expected, f"layers {list(order) or 'none'} where the header announces {' or '.join(map(str, expected))}")
-    header = Header(
-        codec, quality, task, ADAPTER_KINDS[kind], adapter_id, bool(flags & 1), base_digest,
-        height, width, padded_height, padded_width, MODES[mode], bits, variant, bool(flags & 2), order,
-    ).check()
+    header = Header(**fields, layers=order).check()
     _check_shape(shape, header)
     return header, layers, shape, ends
 
@@ -257,27 +243,36 @@ def _unpack_version_1(data: bytes) -> tuple[Header, Any, Any, int]:
     if zlib.crc32(data[: -_CRC.size]) != stored:
         raise BitstreamError("corrupted or truncated .icmh file (checksum mismatch); the file was damaged after it was written")
     reader = _Reader(memoryview(data)[: -_CRC.size], _PREFIX.size)
-    pretrained, kind = reader.unpack(">BB")
-    _require(pretrained in (0, 1), "unknown flags")
-    _require(kind < len(ADAPTER_KINDS), f"unknown adapter kind {kind}")
-    codec = reader.name()
-    (quality,) = reader.unpack(">B")
-    task = reader.name() or None
-    adapter_id = reader.take(32).hex() if kind else None
-    base_digest = reader.take(BASE_DIGEST_BYTES).hex()
-    height, width, padded_height, padded_width = reader.unpack(">IIII")
-    mode, bits = reader.unpack(">BB")
-    _require(mode < len(MODES), f"unknown image mode {mode}")
-    header = Header(
-        codec, quality, task, ADAPTER_KINDS[kind], adapter_id, bool(pretrained), base_digest,
-        height, width, padded_height, padded_width, MODES[mode], bits, layers=("all",),
-    ).check()
+    header = Header(**_header_fields(reader, 1), layers=("all",)).check()
     header_end = reader.pos
     strings = reader.tree(0)
     shape = reader.tree(0)
     _require(reader.at_end(), "unexpected bytes after the payload")
     _check_shape(shape, header)
     return header, strings, shape, header_end
+
+
+def _header_fields(reader: "_Reader", version: int) -> dict[str, Any]:
+    """The header's fields up to the sizes and image mode, as Header's keywords (version 1 has
+    no variant and no layered flag)."""
+    flags, kind = reader.unpack(">BB")
+    _require(flags < (4 if version >= 2 else 2), "unknown flags")
+    _require(kind < len(ADAPTER_KINDS), f"unknown adapter kind {kind}")
+    codec = reader.name()
+    (quality,) = reader.unpack(">B")
+    task = reader.name() or None
+    variant = (reader.name() or None) if version >= 2 else None
+    adapter_id = reader.take(32).hex() if kind else None
+    base_digest = reader.take(BASE_DIGEST_BYTES).hex()
+    height, width, padded_height, padded_width = reader.unpack(">IIII")
+    mode, bits = reader.unpack(">BB")
+    _require(mode < len(MODES), f"unknown image mode {mode}")
+    return {
+        "codec": codec, "quality": quality, "task": task, "adapter_kind": ADAPTER_KINDS[kind], "adapter_id": adapter_id,
+        "base_pretrained": bool(flags & 1), "base_digest": base_digest, "height": height, "width": width,
+        "padded_height": padded_height, "padded_width": padded_width, "mode": MODES[mode], "bits": bits,
+        "variant": variant, "layered": bool(flags & 2),
+    }
 
 
 def read_header(data: bytes) -> Header:
