@@ -58,6 +58,7 @@ from .hub.index import IndexSpec, find_by_sha256
 
 MAX_FILE_BYTES = 1 << 30
 MAX_LATENTS = 64  # latent strings per file (ELIC has 11)
+KEPT_CODECS = 2  # codecs a Decoder keeps between files (the least recently built go first)
 
 MEMORY_BUDGET_MB = 8000
 FIXED_MB = 1200  # Python, torch and a codec's weights: the most benchmarks.memory measured, rounded up
@@ -391,8 +392,18 @@ class Decoder:
                     f"the ones the file was coded with (digest {header.base_digest[:12]}); decode with the "
                     "same base weights (same icmh-hub, CompressAI and torch versions, or the same checkpoint)"
                 )
+            self._forget_codecs()
             self._codecs[key] = codec.to(self.device)
         return self._codecs[key]
+
+    def _forget_codecs(self) -> None:
+        """Keep at most KEPT_CODECS codecs built here (the caller's stay): a batch of files naming
+        many codecs and qualities holds a few, not all of them, in memory."""
+        built = [key for key, codec in self._codecs.items() if id(codec) not in self._lent]
+        for key in built[: max(0, len(built) - KEPT_CODECS + 1)]:
+            held = self._codecs.pop(key)
+            self._adapters = {k: a for k, a in self._adapters.items() if k[0] != key[0] or k[2] != key[1]}
+            del held
 
     def _adapters_for(self, header: Header, task: str, codec: AdaptedCodec) -> AdapterSet:
         given = self._given_adapters()

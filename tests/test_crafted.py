@@ -44,7 +44,7 @@ RUNNER = (
     "import resource, sys\nfrom icmh_hub.cli import main\ntry:\n    main()\nfinally:\n"
     "    print('peak-kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
 )
-COUNTS = {"tried": 0, "decoded": 0, "refused": 0, "crashes": 0, "hangs": 0}
+COUNTS = {"tried": 0, "decoded": 0, "refused": 0, "crashes": 0, "hangs": 0, "peak_mb": 0}
 REASONS: dict[str, int] = {}
 
 
@@ -201,6 +201,7 @@ def _decode_batch(datas: list[bytes], max_pixels: int = MAX_PIXELS) -> None:
         assert len(errors) + len(rows) == len(datas), (process.stdout[-2000:], process.stderr[-2000:])
         assert all(float(row[-1]) < FILE_SECONDS for row in rows), rows
         peak_kb = int(process.stderr.rsplit("peak-kb", 1)[1].split()[0])
+        COUNTS["peak_mb"] = max(COUNTS["peak_mb"], round(peak_kb / 1e3))
         assert peak_kb / 1e3 < PEAK_MB, f"the decoder's memory reached {peak_kb / 1e3:.0f} MB"
         COUNTS["decoded"] += len(rows)
         COUNTS["refused"] += len(errors)

@@ -35,6 +35,11 @@ from .adapter_set import ScalableAdapters
 from .spec import CodecSpec, get_codec
 
 LAYERS = ("base", "full")
+# CompressAI's rANS encoder writes its final state (two 32-bit words) into a buffer of one word per
+# symbol, so a string of one or two symbols overruns the heap ("double free or corruption"); a
+# layer of fewer elements than this is coded with zero symbols (index 0, mean 0) appended, which
+# the decoder decodes and drops. Eight leaves room for the words the symbols themselves emit.
+MIN_SYMBOLS = 8
 
 
 # -- the codec's parts, for the hyperprior families that can be split -------------------------
@@ -57,14 +62,22 @@ def _side_information(model: nn.Module, z_hat: torch.Tensor, spec: CodecSpec, ad
     return indexes, means, adapters.mask(indexes, means)
 
 
+def _selected(values: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor | None:
+    """``values`` where ``keep`` is set, as a (1, n) row padded with zeros to MIN_SYMBOLS."""
+    if values is None:
+        return None
+    chosen = values[keep]
+    short = MIN_SYMBOLS - len(chosen)
+    return torch.cat([chosen, chosen.new_zeros(short)])[None] if short > 0 else chosen[None]
+
+
 def _code_part(conditional: nn.Module, y: torch.Tensor, indexes: torch.Tensor, means: torch.Tensor | None,
                keep: torch.Tensor) -> bytes:
     """The entropy-coded string of the elements of one image's y where ``keep`` is set (b"" for
     none: CompressAI's coder cannot code an empty list)."""
     if not keep.any():
         return b""
-    chosen = None if means is None else means[keep][None]
-    return conditional.compress(y[keep][None], indexes[keep][None].int(), means=chosen)[0]
+    return conditional.compress(_selected(y, keep), _selected(indexes, keep).int(), means=_selected(means, keep))[0]
 
 
 def _decode_part(conditional: nn.Module, string: bytes, indexes: torch.Tensor, means: torch.Tensor | None,
@@ -74,8 +87,8 @@ def _decode_part(conditional: nn.Module, string: bytes, indexes: torch.Tensor, m
         if string:
             raise BitstreamError("damaged .icmh file: a layer holds bytes for no latent element")
         return
-    chosen = None if means is None else means[keep][None]
-    out[keep] = conditional.decompress([string], indexes[keep][None].int(), means=chosen)[0].to(out.dtype)
+    decoded = conditional.decompress([string], _selected(indexes, keep).int(), means=_selected(means, keep))[0]
+    out[keep] = decoded[:count].to(out.dtype)
 
 
 @torch.no_grad()
