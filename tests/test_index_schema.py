@@ -1,5 +1,5 @@
 """Index files are checked value by value (issue 16, item 7): one line naming file, entry and
-field for every type or range error; one entry per id and per (codec, task, q, lambda) in a
+field for every type or range error; one entry per id and per (codec, task, q, lambda, variant) in a
 file; a later index overrides an earlier entry with the same key, and says so; local paths
 stay inside the index's folder, checked before anything is read."""
 
@@ -129,14 +129,14 @@ def test_the_same_id_or_key_twice_in_one_file_is_refused(tmp_path):
     other = GOOD | {"id": "lab/cls/q1b", "lmbda": 9.0}
     with pytest.raises(RegistryError, match=r"two items with the same id \(lab/cls/q1\); remove or rename one"):
         load_index(write(tmp_path, [GOOD, GOOD | {"notes": "the last would have won"}]))
-    with pytest.raises(RegistryError, match=r"same \(codec, task, q, lambda\) \(mbt2018-mean, cls, 1, 2.5\)"):
+    with pytest.raises(RegistryError, match=r"same \(codec, task, q, lambda, variant\) \(mbt2018-mean, cls, 1, 2.5, sfma\)"):
         load_index(write(tmp_path, [GOOD, other | {"lmbda": 2.5}]))
     with pytest.raises(RegistryError, match=r"same base codec \(codec, q\) \(mbt2018-mean, 1\)"):
         load_index(write(tmp_path, bases=[BASE, BASE]))
     assert len(load_index(write(tmp_path, [GOOD, other])).entries) > 2  # different lambdas: both kept
     index = tmp_path / "grow.json"
     add_entry(index, GOOD)
-    with pytest.raises(RegistryError, match="same \\(codec, task, q, lambda\\)"):
+    with pytest.raises(RegistryError, match="same \\(codec, task, q, lambda, variant\\)"):
         add_entry(index, other | {"lmbda": 2.5})
     assert [e["id"] for e in json.loads(index.read_text())["entries"]] == ["lab/cls/q1"]  # the file was not changed
     builtin = load_index()

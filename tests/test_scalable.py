@@ -281,7 +281,7 @@ def test_cli_trains_scalable_adapters_and_eval_reports_both_layers(tmp_path):
     assert metrics["psnr_full"] == pytest.approx(human["psnr"], abs=1e-9)  # the human picture is the base codec's
 
 
-@pytest.mark.parametrize("kept", [1, 2, 5])
+@pytest.mark.parametrize("kept", [1, 2])
 def test_layers_of_a_few_elements_code_safely(images, kept):
     """CompressAI's encoder overruns its buffer on strings of one or two symbols (heap corruption,
     measured: "double free or corruption" within 3000 one-symbol strings); short layers are padded
@@ -304,7 +304,7 @@ def test_layers_of_a_few_elements_code_safely(images, kept):
 
         adapters.mask = mask
         codec = attach(build_base("{DEMO_CODEC}", {Q}), "{DEMO_CODEC}", {{"cls": adapters}}, quality={Q}).eval()
-        for _ in range(300):
+        for _ in range(100):
             layers = codec.compress(images)
             full = codec.decompress(layers["strings"], layers["shape"], layer="full")["x_hat"]
         plain = attach(build_base("{DEMO_CODEC}", {Q}), "{DEMO_CODEC}", {{}}, quality={Q}).eval()
@@ -316,3 +316,19 @@ def test_layers_of_a_few_elements_code_safely(images, kept):
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])
+
+
+def test_shipped_scalable_entries_load_and_decode_from_the_registry_alone(images):
+    """The demo zoo's scalable entries: load by variant; a fresh decoder finds the adapters by the
+    sha256 in the header; the plain entry stays what load() gives without a variant."""
+    from icmh_hub import load
+    from icmh_hub.hub.index import resolve
+
+    codec = load(DEMO_CODEC, task="cls", q=Q, variant="scalable-sfma")
+    assert isinstance(codec.adapters, ScalableAdapters) and codec.adapters.sha256
+    assert resolve(DEMO_CODEC, "cls", Q).variant == "sfma"
+    assert resolve(DEMO_CODEC, "seg", Q, variant="scalable-sfma").id == f"{DEMO_CODEC}/seg/q{Q}/scalable-sfma"
+    encoded = Encoder(codec).encode(images[:1])
+    assert encoded.header.adapter_kind == "file" and encoded.layer_bytes["base"] < encoded.layer_bytes["enhancement"] * 20
+    machine = Decoder().decode(strip(encoded.data))
+    assert machine.layer == "base" and torch.equal(machine.image, Decoder(codecs=[codec]).decode(encoded.data, "base").image)

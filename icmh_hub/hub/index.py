@@ -1,14 +1,15 @@
-"""The registry index: which adapter file serves (codec, task, q, lambda), where it lives, what it measured.
+"""The registry index: which adapter file serves (codec, task, q, lambda, variant), where it
+lives, what it measured.
 
 The index is JSON (``{"entries": [...], "base_codecs": [...]}``, schema in adapters/README.md,
 checked value by value by ``schema``). The built-in index is every ``*.json`` shipped in
 ``icmh_hub.index``; users merge their own over it (a file, a folder of files, or
 ``hf://ORG/NAME[@REV]/index.json``) through ``index=``, the CLI's ``--index`` or
 ``$ICMH_HUB_INDEX`` (several joined with ``os.pathsep``). A later index wins: an entry replaces
-the earlier one with the same id *or* the same (codec, task, q, lambda), since ``load()`` could
+the earlier one with the same id *or* the same (codec, task, q, lambda, variant), since ``load()`` could
 not choose between them, and both sides remember it (``Entry.overrides`` / ``overridden_by``);
 a later base codec replaces the earlier one of the same codec and quality. Within one file the
-same id, (codec, task, q, lambda) or base codec twice is an error.
+same id, (codec, task, q, lambda, variant) or base codec twice is an error.
 """
 
 from __future__ import annotations
@@ -180,11 +181,11 @@ def _base_from_dict(data: Mapping[str, Any], origin: str, position: int) -> Base
 
 
 def _parse(data: Mapping[str, Any], origin: str) -> tuple[list[Entry], list[BaseEntry]]:
-    """The entries and base codecs of one index file; the same id, (codec, task, q, lambda) or
+    """The entries and base codecs of one index file; the same id, (codec, task, q, lambda, variant) or
     base codec twice in it is an error (which one was meant cannot be told)."""
     entries = [entry_from_dict(item, origin, i) for i, item in enumerate(data.get("entries", []))]
     bases = [_base_from_dict(item, origin, i) for i, item in enumerate(data.get("base_codecs", []))]
-    for what, keys in (("id", [e.id for e in entries]), ("(codec, task, q, lambda)", [e.key for e in entries]),
+    for what, keys in (("id", [e.id for e in entries]), ("(codec, task, q, lambda, variant)", [e.key for e in entries]),
                        ("base codec (codec, q)", [(b.codec, b.q) for b in bases])):
         twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
         if twice is not None:
@@ -194,7 +195,7 @@ def _parse(data: Mapping[str, Any], origin: str) -> tuple[list[Entry], list[Base
 
 
 def _merge(merged: Index, entry: Entry) -> None:
-    """Put ``entry`` in ``merged``, replacing any entry with its id or its (codec, task, q, lambda)."""
+    """Put ``entry`` in ``merged``, replacing any entry with its id or its (codec, task, q, lambda, variant)."""
     beaten = [e for e in merged.entries.values() if e.id == entry.id or e.key == entry.key]
     for old in beaten:
         del merged.entries[old.id]
@@ -338,7 +339,7 @@ def add_entry(index_file: str | os.PathLike, entry_dict: Mapping[str, Any], repl
         items.append(entry.to_dict())
     else:
         items[at] = entry.to_dict()
-    _parse(data, str(index_file))  # still one entry per id and per (codec, task, q, lambda)
+    _parse(data, str(index_file))  # still one entry per id and per (codec, task, q, lambda, variant)
     atomic_write_json(index_file, data)
     return entry
 
