@@ -8,6 +8,11 @@ run the trainer's own step: ``training_forward`` (noise for the likelihoods, str
 rounding for the decoder, noise drawn per image) under ``frozen_layers``, as ``icmh-hub train``
 and ``icmh-hub train --full-finetune`` do.
 
+A third mode, ``frozen``, measures the floor under adapter tuning: the same step with no adapters
+and nothing to train, the gradient taken with respect to the input image, so that backward runs
+through the same frozen g_a, h_a, h_s and g_s that the adapters' gradients must cross. What the
+adapters cost on top of it is theirs; what it costs is the frozen codec's.
+
 Memory: each mode runs in its own fresh process; the figure is the process's peak resident set
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) minus its resident set after the model and the
 optimizer were built and before the first step: activations, gradients and optimizer state.
@@ -36,7 +41,7 @@ from .codecs import TASK, adapted_codec
 from .common import arguments, finish, pin_threads, table
 
 LMBDA = 0.0130 * 255**2  # CompressAI's MSE lambda at quality 3 style scale; only the timing matters
-MODES = ("adapters", "full")
+MODES = ("adapters", "full", "frozen")
 
 
 def _rss_kib() -> int:
@@ -53,14 +58,18 @@ def worker(mode: str, codec_name: str, quality: int, crop: int, batch: int, step
     if mode == "full":
         codec.set_task(None)
         trainable = [p for n, p in codec.base.named_parameters() if not n.endswith("quantiles")]
+    elif mode == "frozen":
+        codec.set_task(None)
+        trainable = []
     else:
         trainable = list(codec.adapters.parameters())
-    optimizer = torch.optim.Adam(trainable, lr=1e-4)
+    optimizer = torch.optim.Adam(trainable or [torch.zeros(1, requires_grad=True)], lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     images = [torch.rand(batch, 3, crop, crop, generator=generator) for _ in range(steps + 1)]
     rss_before = _rss_kib()
     times = []
     for index, image in enumerate(images):
+        image.requires_grad_(mode == "frozen")
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         with frozen_layers(codec.base):
@@ -117,18 +126,22 @@ def main(argv: list[str] | None = None) -> dict:
         }
         for mode in modes
     }
+    floor_time = summary["frozen"]["step_s"] / summary["full"]["step_s"]
+    floor_memory = summary["frozen"]["memory_growth_mib"] / summary["full"]["memory_growth_mib"]
     time_ratio = summary["adapters"]["step_s"] / summary["full"]["step_s"]
     memory_ratio = summary["adapters"]["memory_growth_mib"] / summary["full"]["memory_growth_mib"]
     peak_ratio = summary["adapters"]["peak_rss_mib"] / summary["full"]["peak_rss_mib"]
     results = {"codec": name, "quality": int(quality or 3), "crop": args.crop, "batch": args.batch,
                "summary": summary, "runs": runs, "time_ratio": time_ratio,
-               "memory_growth_ratio": memory_ratio, "peak_rss_ratio": peak_ratio}
+               "memory_growth_ratio": memory_ratio, "peak_rss_ratio": peak_ratio,
+               "frozen_time_ratio": floor_time, "frozen_memory_growth_ratio": floor_memory}
     rows = [
         [mode, summary[mode]["trainable_parameters"], summary[mode]["step_s"],
          summary[mode]["memory_growth_mib"], summary[mode]["peak_rss_mib"]]
         for mode in modes
     ]
     rows.append(["adapters / full", "", time_ratio, memory_ratio, peak_ratio])
+    rows.append(["frozen / full (the floor)", "", floor_time, floor_memory, summary["frozen"]["peak_rss_mib"] / summary["full"]["peak_rss_mib"]])
     text = table(["mode", "trainable params", "step s", "training memory MiB (peak - before)",
                   "peak RSS MiB"], rows)
     text += f"\n{name} q{int(quality or 3)}, batch {args.batch} x {args.crop}x{args.crop} crops, {args.repeats} processes per mode"
