@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -434,13 +435,18 @@ def run(config: Config, out: Path, ship_zoo: bool) -> dict[str, Any]:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "proxy")
+def command_line(run_experiment: Callable[[Config, Path, bool], Any], description: str, name: str, ship_help: str) -> None:
+    """The command line of a proxy experiment: --out (default benchmarks/results/NAME), --scale, --ship."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / name)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every training length (smoke runs)")
-    parser.add_argument("--ship", action="store_true", help="copy the trained zoo into adapters/demo (with index and cards)")
+    parser.add_argument("--ship", action="store_true", help=ship_help)
     args = parser.parse_args()
-    run(Config().scaled(args.scale), args.out, args.ship)
+    run_experiment(Config().scaled(args.scale), args.out, args.ship)
+
+
+def main() -> None:
+    command_line(run, __doc__.splitlines()[0], "proxy", "copy the trained zoo into adapters/demo (with index and cards)")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ on the held-out images with real bitstreams:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
@@ -48,7 +47,7 @@ from icmh_hub.formats.adapter_files import load_adapters
 from icmh_hub.hub.card import write_card
 from icmh_hub.training.trainer import Trainer, TrainOptions
 
-from .proxy import BD_METHOD, QUALITIES, ROOT, SHIP, TASKS, Config, bd_table, log, write_folder
+from .proxy import BD_METHOD, QUALITIES, ROOT, SHIP, TASKS, Config, bd_table, command_line, log, write_folder
 
 VARIANTS = ("scalable-sfma", "scalable-mask")
 INDEX = ROOT / "adapters" / "demo-scalable.json"
@@ -218,12 +217,7 @@ def run(config: Config, out: Path, ship_zoo: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "proxy_scalable")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every training length (smoke runs)")
-    parser.add_argument("--ship", action="store_true", help="copy the scalable-sfma adapters into adapters/demo (index and cards)")
-    args = parser.parse_args()
-    run(Config().scaled(args.scale), args.out, args.ship)
+    command_line(run, __doc__.splitlines()[0], "proxy_scalable", "copy the scalable-sfma adapters into adapters/demo (index and cards)")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from .core.attach import AdaptedCodec
 from .core.identity import adapters_digest, base_digest
 from .core.padding import crop, pad, padded_size
 from .core.rate import estimated_bits, string_bytes
+from .core.scalable import LAYERS
 from .core.spec import SCALABLE_CODINGS, CodecSpec, get_codec
 from .core.tasks import HUMAN
 from .errors import BitstreamError, IcmhError, InvalidArgumentError, MissingFileError, NumericalError
@@ -401,9 +402,8 @@ class Decoder:
         many codecs and qualities holds a few, not all of them, in memory."""
         built = [key for key, codec in self._codecs.items() if id(codec) not in self._lent]
         for key in built[: max(0, len(built) - KEPT_CODECS + 1)]:
-            held = self._codecs.pop(key)
-            self._adapters = {k: a for k, a in self._adapters.items() if k[0] != key[0] or k[2] != key[1]}
-            del held
+            del self._codecs[key]
+            self._adapters = {k: a for k, a in self._adapters.items() if (k[0], k[2]) != key[:2]}  # (codec, quality)
 
     def _adapters_for(self, header: Header, task: str, codec: AdaptedCodec) -> AdapterSet:
         given = self._given_adapters()
@@ -476,8 +476,8 @@ def _layer_options(header: Header, layer: str | None, force_task: str | None) ->
         )
     whole = "enhancement" in header.layers
     layer = layer or ("full" if whole else "base")
-    if layer not in ("base", "full"):
-        raise InvalidArgumentError(f"layer must be base or full, got {layer!r}")
+    if layer not in LAYERS:
+        raise InvalidArgumentError(f"layer must be one of {', '.join(LAYERS)}, got {layer!r}")
     if layer == "full" and not whole:
         raise InvalidArgumentError(
             "--layer full: this file holds the base layer only (its enhancement layer was stripped), "
@@ -508,7 +508,7 @@ def _check_payload(spec: CodecSpec, header: Header, strings: Any, shape: Any) ->
     every codec icmh-hub registers (four stride-2 stages to y, two more to z). A layered file's
     payload is [base y, enhancement y (None when stripped), z], each but None one string."""
     if header.layered:
-        if get_codec(header.codec).latent_coding not in SCALABLE_CODINGS:
+        if spec.latent_coding not in SCALABLE_CODINGS:
             raise BitstreamError(f"damaged .icmh file: {header.codec} files cannot be layered")
         strings = [s for s in strings if s is not None] if isinstance(strings, list) and len(strings) == 3 else None
     one_image = isinstance(strings, list) and 0 < len(strings) <= MAX_LATENTS and all(

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import AttachError, unknown_name
 from . import scalable
-from .adapter_set import AdapterSet, ScalableAdapters
+from .adapter_set import AdapterSet, is_scalable
 from .spec import get_codec
 from .tasks import HUMAN as HUMAN_NAME
 
@@ -119,20 +119,20 @@ class AdaptedCodec(nn.Module):
     # compress give the base layer's picture and bits, decompress the machine picture from the base
     # layer, or with layer="full" the human picture from both (its decoder adapters off).
     def forward(self, x: torch.Tensor) -> dict[str, Any]:
-        if isinstance(self.adapters, ScalableAdapters):
+        if is_scalable(self.adapters):
             return scalable.forward_layers(self.base, self.adapters, x)
         return self.base(x)
 
     def compress(self, x: torch.Tensor) -> dict[str, Any]:
-        if isinstance(self.adapters, ScalableAdapters):
+        if is_scalable(self.adapters):
             return scalable.compress_layers(self.base, self.adapters, x)
         return self.base.compress(x)
 
     def decompress(self, strings: Any, shape: Any, **kwargs: Any) -> dict[str, Any]:
         adapters = self.adapters
-        if isinstance(adapters, ScalableAdapters):
+        if is_scalable(adapters):
             layer = kwargs.pop("layer", "base")
-            with self.using(None if layer == "full" else self._task):
+            with self.using(None if layer == "full" else self._task):  # the human picture: adapters off
                 return scalable.decompress_layers(self.base, adapters, strings, shape, layer)
         return self.base.decompress(strings, shape, **kwargs)
 

@@ -43,7 +43,7 @@ MIN_SYMBOLS = 8
 
 
 # -- the codec's parts, for the hyperprior families that can be split -------------------------
-def hyper_input(model: nn.Module, y: torch.Tensor, spec: CodecSpec) -> torch.Tensor:
+def hyper_input(y: torch.Tensor, spec: CodecSpec) -> torch.Tensor:
     return torch.abs(y) if spec.latent_coding == "scale" else y
 
 
@@ -97,7 +97,7 @@ def compress_layers(model: nn.Module, adapters: ScalableAdapters, x: torch.Tenso
     ``strings`` = [base-layer y strings, enhancement y strings, z strings], one per image each."""
     spec = get_codec(adapters.codec)
     y = model.g_a(x)
-    z = model.h_a(hyper_input(model, y, spec))
+    z = model.h_a(hyper_input(y, spec))
     z_strings = model.entropy_bottleneck.compress(z)
     z_hat = model.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
     indexes, means, mask = _side_information(model, z_hat, spec, adapters)
@@ -107,7 +107,7 @@ def compress_layers(model: nn.Module, adapters: ScalableAdapters, x: torch.Tenso
         m = None if means is None else means[i]
         base.append(_code_part(conditional, y[i], indexes[i], m, mask[i]))
         enhancement.append(_code_part(conditional, y[i], indexes[i], m, ~mask[i]))
-    return {"strings": [base, enhancement, z_strings], "shape": z.shape[-2:], "base_elements": mask.flatten(1).sum(1).tolist()}
+    return {"strings": [base, enhancement, z_strings], "shape": z.shape[-2:]}
 
 
 @torch.no_grad()
@@ -137,7 +137,7 @@ def forward_layers(model: nn.Module, adapters: ScalableAdapters, x: torch.Tensor
     the likelihoods of what the base layer codes (1 where y is not sent: zero bits)."""
     spec = get_codec(adapters.codec)
     y = model.g_a(x)
-    z = model.h_a(hyper_input(model, y, spec))
+    z = model.h_a(hyper_input(y, spec))
     z_hat, z_likelihoods = model.entropy_bottleneck(z, training=False)
     scales, means = entropy_parameters(model, z_hat, spec)
     y_hat, y_likelihoods = model.gaussian_conditional(y, scales, means=means, training=False)

@@ -25,9 +25,9 @@ from safetensors.torch import save_file
 
 from .._io import atomic_path, sha256_of
 from ..core.adapter_set import STAGES, AdapterSet, ScalableAdapters, point_key
-from ..core.spec import SIDES, get_codec
+from ..core.spec import SIDES, CodecSpec, check_scalable, get_codec
 from ..core.variants import ALL_VARIANTS, INITS, SCALABLE_VARIANTS
-from ..errors import AdapterFileError, IcmhError
+from ..errors import AdapterFileError, IcmhError, InvalidArgumentError
 
 FORMAT = "icmh-adapter"
 FORMAT_VERSION = 1
@@ -153,11 +153,13 @@ def _check_layout(path: str | os.PathLike, meta: dict[str, Any]) -> None:
         raise bad("points", f"a non-empty map from {list(_POINT_KEYS)} to module paths")
 
 
-def _check_scalable_layout(meta: dict[str, Any], spec: Any, quality: int, bad: Any) -> None:
-    """M must be the codec's at that quality and the mask generator of a sane width."""
-    latent = (spec.latent_channels or {}).get(quality)
-    if latent is None:
-        raise bad("variant", f"{spec.name} has no scalable coding")
+def _check_scalable_layout(meta: dict[str, Any], spec: CodecSpec, quality: int, bad: Any) -> None:
+    """The codec must code in layers, M must be its M at that quality, the mask generator of a sane width."""
+    try:
+        check_scalable(spec)
+    except InvalidArgumentError:
+        raise bad("variant", f"{spec.name} has no scalable coding") from None
+    latent = spec.latent_channels[quality]
     if not _is_int(meta.get("latent_channels")) or meta["latent_channels"] != latent:
         raise bad("latent_channels", f"{spec.name} q{quality} has M={latent}")
     if not _is_int(meta.get("mask_hidden")) or not 1 <= meta["mask_hidden"] <= MAX_MIDDLE_DIM:

@@ -30,7 +30,7 @@ def scalable_training_forward(model: nn.Module, adapters: ScalableAdapters, x: t
     layer's (y's likelihoods raised to the mask: 1, zero bits, where an element is not sent)."""
     spec = get_codec(adapters.codec)
     y = model.g_a(x)
-    z = model.h_a(hyper_input(model, y, spec))
+    z = model.h_a(hyper_input(y, spec))
     with float32_region(z):
         z_likelihoods = bottleneck_likelihoods(model, z.float() + noise.like(z, NOISE_Z))
     medians = model.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
