@@ -345,6 +345,19 @@ def ship(config: Config, work: Path, bases: dict[int, Path], rows: dict, results
     log(f"shipped {sum(p.stat().st_size for p in SHIP.iterdir()) / 1e6:.1f} MB into {SHIP}, index {index}")
 
 
+def bd_rows(curves: dict[str, list[dict[str, Any]]], bd: dict[str, dict], metric: str) -> list[str]:
+    """A Markdown table: one row per curve (bpp / metric at each q), with its BD figures against the base row."""
+    lines = ["| row | " + " | ".join(f"q{p['q']} bpp / {metric}" for p in curves["base"]) + " | BD-rate | BD-" + metric + " |",
+             "|---" * (len(curves["base"]) + 3) + "|"]
+    for name, points in curves.items():
+        figures = bd.get(name, {})
+        cells = [f"{p['bpp']:.3f} / {p[metric]:.3f}" for p in points]
+        rate = "-" if name == "base" else (f"{figures['bd_rate']:+.1f}%" if figures.get("bd_rate") is not None else "n/a")
+        gain = "-" if name == "base" else (f"{figures[f'bd_{metric}']:+.1f} pt" if figures.get(f"bd_{metric}") is not None else "n/a")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {rate} | {gain} |")
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The results as the README shows them: one table per task, BD figures against the base."""
     lines = []
@@ -353,14 +366,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"**{task}** ({metric} of the proxy {task} model on {results['config']['test_images']} held-out images; "
                   f"clean images: {results['task_models'][task]['clean']:.3f}; BD against the base row, "
                   f"{results.get('bd_method', 'cubic')} interpolation)", "",
-                  "| row | " + " | ".join(f"q{p['q']} bpp / {metric}" for p in curves["base"]) + " | BD-rate | BD-" + metric + " |",
-                  "|---" * (len(curves["base"]) + 3) + "|"]
-        for name, points in curves.items():
-            bd = results["bd"][task].get(name, {})
-            cells = [f"{p['bpp']:.3f} / {p[metric]:.3f}" for p in points]
-            rate = "-" if name == "base" else (f"{bd['bd_rate']:+.1f}%" if bd.get("bd_rate") is not None else "n/a")
-            gain = "-" if name == "base" else (f"{bd[f'bd_{metric}']:+.1f} pt" if bd.get(f"bd_{metric}") is not None else "n/a")
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {rate} | {gain} |")
+                  *bd_rows(curves, results["bd"][task], metric)]
         lines.append("")
     if "object_area" in results:
         lines += [f"Share of the bits spent on the object (the objects cover {results['object_area']:.1%} of the held-out pixels):", "",

@@ -47,7 +47,7 @@ from icmh_hub.formats.adapter_files import load_adapters
 from icmh_hub.hub.card import write_card
 from icmh_hub.training.trainer import Trainer, TrainOptions
 
-from .proxy import BD_METHOD, QUALITIES, ROOT, SHIP, TASKS, Config, bd_table, command_line, log, write_folder
+from .proxy import BD_METHOD, QUALITIES, ROOT, SHIP, TASKS, Config, bd_rows, bd_table, command_line, log, write_folder
 
 VARIANTS = ("scalable-sfma", "scalable-mask")
 INDEX = ROOT / "adapters" / "demo-scalable.json"
@@ -141,14 +141,7 @@ def markdown(results: dict[str, Any]) -> str:
         metric = METRICS[task]
         lines += [f"**{task}**, base layer ({metric} of the proxy {task} model on {results['images']} held-out images; "
                   f"BD against the base codec, {BD_METHOD})", "",
-                  "| row | " + " | ".join(f"q{p['q']} bpp / {metric}" for p in curves["base"]) + " | BD-rate | BD-" + metric + " |",
-                  "|---" * (len(curves["base"]) + 3) + "|"]
-        for name, points in curves.items():
-            bd = results["bd"][task].get(name, {})
-            cells = [f"{p['bpp']:.3f} / {p[metric]:.3f}" for p in points]
-            rate = "-" if name == "base" else (f"{bd['bd_rate']:+.1f}%" if bd.get("bd_rate") is not None else "n/a")
-            gain = "-" if name == "base" else (f"{bd[f'bd_{metric}']:+.1f} pt" if bd.get(f"bd_{metric}") is not None else "n/a")
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {rate} | {gain} |")
+                  *bd_rows(curves, results["bd"][task], metric)]
         lines += ["", f"**{task}**, whole stream (human picture) and the split of its bits", "",
                   "| row | " + " | ".join(f"q{p['q']} bpp / PSNR / base share" for p in curves["base"]) + " | human = base codec |",
                   "|---" * (len(curves["base"]) + 2) + "|"]
