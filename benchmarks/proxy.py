@@ -63,6 +63,7 @@ TASKS = ("cls", "seg")
 BD_METHOD = "pchip"
 ROOT = Path(__file__).resolve().parents[1]
 SHIP = ROOT / "adapters" / "demo"
+SCALABLE_INDEX = ROOT / "adapters" / "demo-scalable.json"  # benchmarks.proxy_scalable's entries, on these bases
 
 
 @dataclass(frozen=True)
@@ -317,30 +318,45 @@ def bit_map_figure(task: str, q: int, path: Path, test: ProxyBatch, out: Path) -
     return plot_bit_allocation(picture, base_bits, adapted_bits, out, title=f"{DEMO_CODEC} q{q}, {task} SFMA (16 held-out images coded as one)")
 
 
+def measured(point: dict[str, Any], metrics: list[tuple[str, str, str]], images: int) -> list[dict[str, Any]]:
+    """Card / index metrics, measured today: (metric name, key of ``point``, data set) each."""
+    today = datetime.date.today().isoformat()
+    return [{"dataset": dataset, "images": images, "metric": name, "value": round(point[key], 4), "date": today,
+             "source": "measured"} for name, key, dataset in metrics]
+
+
+def shipped_entry(config: Config, task: str, q: int, variant: str, target: Path, metrics: list[dict[str, Any]],
+                  notes: str) -> dict[str, Any]:
+    """The index entry of an adapter file shipped in the demo zoo (below adapters/), with its card."""
+    write_card(target, target.with_suffix(".md"), results=metrics)
+    suffix = "" if variant == "sfma" else f"/{variant}"
+    return {"id": f"{DEMO_CODEC}/{task}/q{q}{suffix}", "codec": DEMO_CODEC, "task": task, "q": q,
+            "lmbda": config.lmbda(task, q), "variant": variant, "middle_dim": config.middle_dim, "status": "published",
+            "source": {"kind": "local", "path": target.relative_to(SHIP.parent).as_posix()},
+            "sha256": sha256_of(target), "size": target.stat().st_size, "metrics": metrics, "notes": notes}
+
+
 def ship(config: Config, work: Path, bases: dict[int, Path], rows: dict, results: dict) -> None:
-    """Copy base codecs, task models and SFMA adapters into adapters/demo with an index and cards."""
+    """Copy base codecs, task models and SFMA adapters into adapters/demo with an index and cards.
+    The scalable entries (``benchmarks.proxy_scalable``) were trained on the old base codecs, so
+    they go too: rerun that benchmark with --ship for new ones."""
     if SHIP.exists():
         shutil.rmtree(SHIP)
+    SCALABLE_INDEX.unlink(missing_ok=True)
     SHIP.mkdir(parents=True)
     shipped_bases = {q: Path(shutil.copy(p, SHIP / p.name)) for q, p in bases.items()}
     for task in TASKS:
         shutil.copy(work / f"proxy-{task}.safetensors", SHIP / f"proxy-{task}.safetensors")
-    today = datetime.date.today().isoformat()
     dataset = f"proxy-heldout-seed{config.seed + 2}"
     entries = []
     for task in TASKS:
         for q in QUALITIES:
             target = Path(shutil.copy(rows[task][q]["sfma"], SHIP / f"{DEMO_CODEC}-{task}-q{q}.safetensors"))
             point = next(p for p in results["curves"][task]["sfma"] if p["q"] == q)
-            metrics = [{"dataset": dataset, "images": config.test_images, "metric": name, "value": round(point[key], 4),
-                        "date": today, "source": "measured"}
-                       for name, key in (("bpp_actual", "bpp"), (METRICS[task], METRICS[task]), ("psnr", "psnr"))]
-            write_card(target, SHIP / f"{DEMO_CODEC}-{task}-q{q}.md", results=metrics)
-            entries.append({"id": f"{DEMO_CODEC}/{task}/q{q}", "codec": DEMO_CODEC, "task": task, "q": q,
-                            "lmbda": config.lmbda(task, q), "variant": "sfma", "middle_dim": config.middle_dim,
-                            "status": "published", "source": {"kind": "local", "path": f"demo/{target.name}"},
-                            "sha256": sha256_of(target), "size": target.stat().st_size, "metrics": metrics,
-                            "notes": "demo zoo: trained on the proxy data set by `python -m benchmarks.proxy`"})
+            metrics = measured(point, [("bpp_actual", "bpp", dataset), (METRICS[task], METRICS[task], dataset), ("psnr", "psnr", dataset)],
+                               config.test_images)
+            entries.append(shipped_entry(config, task, q, "sfma", target, metrics,
+                                         "demo zoo: trained on the proxy data set by `python -m benchmarks.proxy`"))
     index = write_index(shipped_bases, SHIP.parent / "demo.json", entries)
     log(f"shipped {sum(p.stat().st_size for p in SHIP.iterdir()) / 1e6:.1f} MB into {SHIP}, index {index}")
 

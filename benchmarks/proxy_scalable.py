@@ -22,7 +22,6 @@ on the held-out images with real bitstreams:
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import multiprocessing
 import shutil
@@ -33,7 +32,7 @@ from typing import Any
 
 import torch
 
-from icmh_hub._io import atomic_write_json, sha256_of
+from icmh_hub._io import atomic_write_json
 from icmh_hub.assemble import build_base
 from icmh_hub.codecs.demo import DEMO_CODEC
 from icmh_hub.coding import code
@@ -44,13 +43,14 @@ from icmh_hub.demo.run import mosaic
 from icmh_hub.evaluation import plots
 from icmh_hub.evaluation.metrics import psnr
 from icmh_hub.formats.adapter_files import load_adapters
-from icmh_hub.hub.card import write_card
 from icmh_hub.training.trainer import Trainer, TrainOptions
 
-from .proxy import BD_METHOD, QUALITIES, ROOT, SHIP, TASKS, Config, bd_rows, bd_table, command_line, log, write_folder
+from .proxy import (
+    BD_METHOD, QUALITIES, SCALABLE_INDEX, SHIP, TASKS, Config, bd_rows, bd_table, command_line, log, measured, shipped_entry,
+    write_folder,
+)
 
 VARIANTS = ("scalable-sfma", "scalable-mask")
-INDEX = ROOT / "adapters" / "demo-scalable.json"
 CHUNK = 64
 
 
@@ -161,24 +161,18 @@ def ship(config: Config, results: dict[str, Any], runs: dict[str, dict]) -> None
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    today = datetime.date.today().isoformat()
-    dataset = f"proxy-heldout-seed{config.seed + 2}"
+    base, full = (f"proxy-heldout-seed{config.seed + 2} ({part})" for part in ("base layer", "full stream"))
     entries = []
     for task in TASKS:
         for q in QUALITIES:
             target = Path(shutil.copy(runs[task][q]["scalable-sfma"], folder / f"{DEMO_CODEC}-{task}-q{q}-scalable-sfma.safetensors"))
             point = next(p for p in results["curves"][task]["scalable-sfma"] if p["q"] == q)
-            metrics = [{"dataset": dataset + (" (base layer)" if key in ("bpp", METRICS[task]) else " (full stream)"),
-                        "images": config.test_images, "metric": name, "value": point[key], "date": today, "source": "measured"}
-                       for name, key in (("bpp_actual", "bpp"), (METRICS[task], METRICS[task]), ("bpp_actual", "bpp_full"), ("psnr", "psnr_full"))]
-            write_card(target, target.with_suffix(".md"), results=metrics)
-            entries.append({"id": f"{DEMO_CODEC}/{task}/q{q}/scalable-sfma", "codec": DEMO_CODEC, "task": task, "q": q,
-                            "lmbda": config.lmbda(task, q), "variant": "scalable-sfma", "middle_dim": config.middle_dim,
-                            "status": "published", "source": {"kind": "local", "path": f"demo/scalable/{target.name}"},
-                            "sha256": sha256_of(target), "size": target.stat().st_size, "metrics": metrics,
-                            "notes": "demo zoo, scalable coding: trained on the proxy data set by `python -m benchmarks.proxy_scalable`"})
-    atomic_write_json(INDEX, {"entries": entries, "base_codecs": []})
-    log(f"shipped {len(entries)} scalable entries into {folder}, index {INDEX}")
+            metrics = measured(point, [("bpp_actual", "bpp", base), (METRICS[task], METRICS[task], base), ("bpp_actual", "bpp_full", full),
+                                       ("psnr", "psnr_full", full)], config.test_images)
+            entries.append(shipped_entry(config, task, q, "scalable-sfma", target, metrics,
+                                         "demo zoo, scalable coding: trained on the proxy data set by `python -m benchmarks.proxy_scalable`"))
+    atomic_write_json(SCALABLE_INDEX, {"entries": entries, "base_codecs": []})
+    log(f"shipped {len(entries)} scalable entries into {folder}, index {SCALABLE_INDEX}")
 
 
 def run(config: Config, out: Path, ship_zoo: bool) -> dict[str, Any]:
