@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,15 +48,14 @@ from .core.rate import estimated_bits, string_bytes
 from .core.scalable import LAYERS
 from .core.spec import SCALABLE_CODINGS, CodecSpec, get_codec
 from .core.tasks import HUMAN
-from .errors import BitstreamError, IcmhError, InvalidArgumentError, MissingFileError, NumericalError
+from .errors import BitstreamError, IcmhError, InvalidArgumentError, NumericalError
 from .formats.adapter_files import load_adapters
-from .formats.bitstream import Header, layer_bytes, pack, shape_dims, unpack
+from .formats.bitstream import Header, layer_bytes, pack, read_bitstream, shape_dims, unpack
 from .formats.images import ImageInfo, as_batch, check_pixels, pil_to_tensor, read_image
 from .formats.rans import bounded_decoding, checked_encoding
 from .hub.fetch import fetch
 from .hub.index import IndexSpec, find_by_sha256
 
-MAX_FILE_BYTES = 1 << 30
 MAX_LATENTS = 64  # latent strings per file (ELIC has 11)
 KEPT_CODECS = 2  # codecs a Decoder keeps between files (the least recently built go first)
 
@@ -524,16 +522,6 @@ def _check_payload(spec: CodecSpec, header: Header, strings: Any, shape: Any) ->
             f"damaged .icmh file: the latent shapes {dims[:4]} do not fit a "
             f"{header.padded_width}x{header.padded_height} (padded) image coded with {spec.name}"
         )
-
-
-def read_bitstream(path: str | os.PathLike) -> bytes:
-    """The bytes of a .icmh file, refusing directories and absurdly large files before reading."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{path}: no such .icmh file")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise BitstreamError(f"{path}: {path.stat().st_size} bytes is too large for a .icmh file")
-    return path.read_bytes()
 
 
 def decode(

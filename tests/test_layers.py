@@ -59,8 +59,14 @@ def test_sibling_layers_and_the_facade_are_checked(tmp_path):
     assert "the facade imports icmh_hub.cli" in problems
 
 
-def test_light_commands_import_neither_torch_nor_compressai():
-    for command in (["--help"], ["list"], ["info", "mbt2018-mean/cls/q3"], ["codecs"], ["variants"]):
+def test_light_commands_import_neither_torch_nor_compressai(tmp_path):
+    from icmh_hub.formats.bitstream import Header, pack
+
+    header = Header("mbt2018-mean", 1, "cls", "file", "ab" * 32, True, "cd" * 16, 64, 64, 64, 64,
+                    variant="scalable-sfma", layered=True)
+    (tmp_path / "two.icmh").write_bytes(pack(header, [[b"base"], [b"enhancement"], [b"z"]], (1, 1)))
+    strip = ["strip", str(tmp_path / "two.icmh"), "-o", str(tmp_path / "base.icmh")]  # bytes only
+    for command in (["--help"], ["list"], ["info", "mbt2018-mean/cls/q3"], ["codecs"], ["variants"], strip):
         done = subprocess.run([sys.executable, "-X", "importtime", "-m", "icmh_hub.cli", *command],
                               capture_output=True, text=True, check=True)
         imported = [line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]

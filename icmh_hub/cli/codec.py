@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from ..core.variants import ALL_VARIANTS
 from ..errors import IcmhError, InvalidArgumentError, MissingFileError, OutputError, OutputExistsError
 from ..formats.bitstream import SUFFIX
 from .main import one_line
@@ -172,7 +173,7 @@ def layer_summary(sizes: dict[str, int]) -> str:
 @click.option("--q", "quality", type=int, default=3, show_default=True, help="Quality level of the base codec.")
 @click.option("--task", default=None, help="Task adapters to use (cls, det, seg, ...); omit or 'human' for the plain codec.")
 @click.option("--adapter", type=click.Path(dir_okay=False), help="A local adapter file instead of the registry.")
-@click.option("--variant", default=None,
+@click.option("--variant", type=click.Choice(list(ALL_VARIANTS)), default=None,
               help="Adapter variant from the registry: sfma (default), or scalable-sfma / scalable-mask for a two-layer file.")
 @click.option("--no-pretrained", is_flag=True, help="Seeded random weights (no network; for tests and trials).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
@@ -269,8 +270,7 @@ def strip_command(ctx, inputs, output, layer, force) -> None:
     The result is the first bytes of the file: header and base layer, a valid file of its own that
     decodes to the machine picture (what a machine-vision receiver needs). Single-layer files are
     refused with one line."""
-    from ..coding import read_bitstream
-    from ..formats.bitstream import layer_bytes, strip
+    from ..formats.bitstream import layer_bytes, read_bitstream, strip
 
     sources = expand_inputs(inputs, (SUFFIX,))
     targets = output_paths(sources, output, SUFFIX)

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..core.tasks import TASK_NAMES, get_task
+from ..core.variants import ALL_VARIANTS
 from ..errors import InvalidArgumentError
 from ..evaluation.protocol import PROTOCOLS
 
@@ -97,7 +98,7 @@ def _adapter_file(codec: str, task: str, q: int, adapter: str | None, no_pretrai
 @click.option("--q", "q", type=int, required=True, help="Rate point: the base codec's quality level.")
 @_data_options
 @click.option("--adapter", type=click.Path(exists=True, dir_okay=False), help="Adapter file (default: the registry's entry).")
-@click.option("--variant", default=None, help="The registry entry's adapter variant (default sfma; scalable-sfma / scalable-mask: two layers).")
+@click.option("--variant", type=click.Choice(list(ALL_VARIANTS)), default=None, help="The registry entry's adapter variant (default sfma; scalable-sfma / scalable-mask: two layers).")
 @click.option("--human", is_flag=True, help="Evaluate the base codec (adapters off) instead of the adapted one.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False),

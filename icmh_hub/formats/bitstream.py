@@ -47,14 +47,16 @@ huge allocation. What a parsed payload may then ask of the entropy decoder is bo
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..core.identity import BASE_DIGEST_BYTES
-from ..errors import BitstreamError
+from ..errors import BitstreamError, MissingFileError
 
 MAGIC = b"ICMH"
 FORMAT_VERSION = 2
@@ -65,6 +67,7 @@ MODES = ("RGB", "L")
 DEPTHS = (8, 16)
 ADAPTER_KINDS = ("none", "file", "tensors")
 
+MAX_FILE_BYTES = 1 << 30
 MAX_NAME = 64  # codec and task names
 MAX_SIDE = 1 << 16  # pixels per side
 MAX_PIXELS = 1 << 28  # after padding
@@ -273,6 +276,16 @@ def _header_fields(reader: "_Reader", version: int) -> dict[str, Any]:
         "padded_height": padded_height, "padded_width": padded_width, "mode": MODES[mode], "bits": bits,
         "variant": variant, "layered": bool(flags & 2),
     }
+
+
+def read_bitstream(path: str | os.PathLike) -> bytes:
+    """The bytes of a .icmh file, refusing directories and absurdly large files before reading."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path}: no such .icmh file")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise BitstreamError(f"{path}: {path.stat().st_size} bytes is too large for a .icmh file")
+    return path.read_bytes()
 
 
 def read_header(data: bytes) -> Header:
