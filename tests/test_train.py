@@ -234,8 +234,11 @@ def test_resume_after_a_signal_at_a_random_step_equals_a_straight_run(images, tm
     args = ["train", "--codec", "mbt2018-mean", "--q", "1", "--task", "cls", "--data", str(images), "--steps", str(steps),
             "--batch-size", "2", "--crop", "64", "--middle-dim", "8", "--no-pretrained", "--checkpoint-every", str(every)]
     draw = random.Random()
-    plan = {signum: draw.randint(every + 1, steps - 1) if signum == signal.SIGKILL else draw.randint(1, steps - 1)
-            for signum in signals}  # SIGKILL after the first periodic checkpoint
+    # SIGKILL after the first periodic checkpoint; SIGINT / SIGTERM once step k is shown, so that the
+    # run stops after step k + 1 at the latest: k <= steps - 2 leaves a step to resume (a signal sent
+    # during the last step stops the run after it, with nothing left to do)
+    plan = {signum: draw.randint(every + 1, steps - 1) if signum == signal.SIGKILL else draw.randint(1, steps - 2)
+            for signum in signals}
     runs = {signum: _interrupted_run(args, tmp_path / signum.name, signum, step) for signum, step in plan.items()}
     straight = trainer(images, tmp_path, steps=steps, checkpoint_every=every, out_dir=tmp_path / "straight")
     straight.fit()
