@@ -108,8 +108,9 @@ def _accumulate(out: torch.Tensor, weight: torch.Tensor, hidden: torch.Tensor) -
 
 
 def _relu_grad_(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """The gradient through ``output = relu(...)``, in place on ``grad``."""
-    return grad.masked_fill_(output <= 0, 0)
+    """The gradient through ``output = relu(...)``, in place on ``grad``: autograd's own kernel
+    for it, one pass (a mask and ``masked_fill_`` take ten times as long on CPU)."""
+    return torch.ops.aten.threshold_backward.grad_input(grad, output.to(grad.dtype), 0, grad_input=grad)
 
 
 def _autograd_on(*tensors: torch.Tensor) -> bool:
@@ -190,8 +191,7 @@ class FrequencyModulation(nn.Module):
     def _gain(self, projected: torch.Tensor):
         """The spectrum of ``projected``, its amplitude, ``relu(dw3x3(amplitude))`` and the gain."""
         spectrum = torch.fft.rfft2(_wide(projected), norm=FFT_NORM)
-        parts = torch.view_as_real(spectrum)
-        amplitude = torch.hypot(parts[..., 0], parts[..., 1])
+        amplitude = spectrum.abs()
         mixed = self.dw(amplitude.to(self.dw.weight.dtype)).relu_()
         return spectrum, amplitude, mixed, _pointwise(self.mix, mixed).sigmoid_()
 
@@ -316,16 +316,18 @@ class _Recomputed(torch.autograd.Function):
         return (grad_x, None, *grads)
 
 
-CHUNK_ELEMENTS = 1 << 23  # of adapter input per chunk in training's backward, on CPU (8x that elsewhere)
+CHUNK_ELEMENTS = 1 << 21  # of adapter input per chunk in training, on CPU (32x that elsewhere)
 
 
 def _batch_chunks(x: torch.Tensor) -> list[slice]:
-    """Slices of the batch that an adapter processes in turn: its intermediates are
-    several times the size of its input, so large batches of large features go a few images at a
-    time (the same numbers; on CPU about 32 MB of input per chunk, elsewhere 256 MB). Smaller
-    chunks take less memory but more time: each FFT, depth-wise convolution and matrix product
-    has a fixed cost per call, and on a busy CPU the threads meet once per call."""
-    budget = CHUNK_ELEMENTS if x.device.type == "cpu" else 8 * CHUNK_ELEMENTS
+    """Slices of the batch that an adapter processes in turn: its intermediates are several
+    times the size of its input, so large batches of large features go a few images at a time
+    (the same numbers). On CPU a chunk holds about 8 MB of input (one 128-channel 128x128
+    feature map): its intermediates then fit in memory the allocator has mapped already,
+    rather than in fresh pages that the kernel must zero (``benchmarks.training``: less memory
+    and no more time than four such maps at once). Elsewhere 256 MB: on a GPU each call's
+    fixed cost counts for more."""
+    budget = CHUNK_ELEMENTS if x.device.type == "cpu" else 32 * CHUNK_ELEMENTS
     step = max(1, budget // max(1, x[0].numel()))
     return [slice(start, start + step) for start in range(0, x.shape[0], step)]
 

@@ -8,10 +8,15 @@ one saved set serves every gradient of the op. A GDN's input gradient needs its 
 the normalisation autograd also keeps (it is one 1x1 convolution away).
 
 ``frozen_layers(codec)`` runs the block's frozen convolutions, linear layers and eval-mode batch
-norms (anywhere: a torch function mode) and the frozen GDN layers of ``codec`` (hooks, removed on
-exit) through functions that save only that. Same outputs, the same input gradients up to float
-rounding, and the inputs are freed as soon as the forward has used them. Layers with trainable
-weights (full fine-tuning, the adapters' own) are left alone.
+norms (anywhere: a torch function mode) and the frozen GDN layers of ``codec`` (an instance
+forward, removed on exit) through functions that save only that. Same outputs, the same input
+gradients up to float rounding, and the inputs are freed as soon as the forward has used them.
+Layers with trainable weights (full fine-tuning, the adapters' own) are left alone.
+
+Time matters as much as memory here (adapter tuning should cost less than full fine-tuning,
+``benchmarks.training``): a frozen convolution's input gradient is the adjoint convolution, which
+needs no stand-in for the input; a GDN runs its 1x1 convolution as a matrix product, a few
+images at a time, so that its temporaries stay small.
 """
 
 from __future__ import annotations
@@ -54,10 +59,24 @@ class _Convolution(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         (weight,) = ctx.saved_tensors
-        shape_only = grad.new_empty(1).expand(ctx.input_shape)  # the input's values are not needed
-        grad_x = torch.ops.aten.convolution_backward(grad, shape_only, weight.to(grad.dtype), None, *ctx.arguments,
-                                                     (True, False, False))[0]
-        return (grad_x.to(ctx.input_dtype),) + (None,) * 9
+        return (_adjoint(grad, weight.to(grad.dtype), ctx.input_shape, *ctx.arguments).to(ctx.input_dtype),) + (None,) * 9
+
+
+def _adjoint(grad: torch.Tensor, weight: torch.Tensor, input_shape: torch.Size, stride: list[int], padding: list[int],
+             dilation: list[int], transposed: bool, output_padding: list[int], groups: int) -> torch.Tensor:
+    """A convolution's input gradient as the adjoint convolution (a transposed convolution's is
+    the plain one). ``aten.convolution_backward`` would take the input's shape from an expanded
+    dummy, which the CPU kernel copies into a full tensor first (the input's size, written)."""
+    dims = weight.dim() - 2
+    if transposed:
+        return _FUNCTIONS[dims][0](grad, weight, None, stride, padding, dilation, groups)
+    # the rows and columns the forward's stride dropped at the end come back as output padding
+    extra = [size - ((out - 1) * s - 2 * p + d * (k - 1) + 1) for size, out, s, p, d, k in
+             zip(input_shape[2:], grad.shape[2:], stride, padding, dilation, weight.shape[2:])]
+    return _FUNCTIONS[dims][1](grad, weight, None, stride, padding, extra, groups, dilation)
+
+
+_FUNCTIONS = {1: (F.conv1d, F.conv_transpose1d), 2: (F.conv2d, F.conv_transpose2d), 3: (F.conv3d, F.conv_transpose3d)}
 
 
 def _convolution(func, x, weight, bias, stride, padding, dilation, groups, transposed=False, output_padding=0):
@@ -150,74 +169,92 @@ class _LeanLayers(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+IMAGE_ELEMENTS = 1 << 21  # of GDN input per slice of the batch: its temporaries stay this size
+
+
+def _slices(x: torch.Tensor) -> list[slice]:
+    """Slices of the batch of about ``IMAGE_ELEMENTS`` elements each (at least one image)."""
+    step = max(1, IMAGE_ELEMENTS // max(1, x[0].numel()))
+    return [slice(start, start + step) for start in range(0, x.shape[0], step)]
+
+
+def _norm(flat: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """``beta + gamma @ x^2`` over the flattened pixels: GDN's 1x1 convolution as one matrix
+    product (on CPU several times as fast as the convolution kernel)."""
+    return torch.baddbmm(beta.view(1, -1, 1), gamma.expand(flat.shape[0], -1, -1), flat * flat)
+
+
+def _normalised(flat: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, inverse: bool) -> torch.Tensor:
+    """``x * f(n)`` with CompressAI's GDN's operations (out of place), so that autocast casts
+    each as it would there."""
+    norm = _norm(flat, gamma, beta)
+    return flat * (torch.sqrt(norm) if inverse else torch.rsqrt(norm))
+
+
 class _Normalisation(torch.autograd.Function):
     """GDN / inverse GDN, ``y = x * f(n)`` with ``n = conv1x1(x^2, gamma) + beta`` and ``f`` =
-    rsqrt (GDN) or sqrt (inverse): takes the output the module computed without autograd, keeps
-    ``x`` only and recomputes ``n`` in backward. Gradients in float32 (or float64)."""
+    rsqrt (GDN) or sqrt (inverse), a few images at a time: keeps ``x`` only and recomputes ``n``
+    in backward. Gradients in float32 (or float64)."""
 
     @staticmethod
-    def forward(ctx, x, output, gamma, beta, inverse):
+    def forward(ctx, x, gamma, beta, inverse):
         ctx.inverse = inverse
         ctx.save_for_backward(x, gamma, beta)
-        return output
+        batch, channels = x.shape[:2]
+        flat, gamma = x.reshape(batch, channels, -1), gamma.reshape(channels, channels)
+        parts = [_normalised(flat[images], gamma, beta, inverse) for images in _slices(x)]
+        return (parts[0] if len(parts) == 1 else torch.cat(parts)).view(x.shape)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         x, gamma, beta = ctx.saved_tensors
         dtype = torch.promote_types(grad.dtype, torch.float32)
-        grad, xw = grad.to(dtype), x.to(dtype)
         batch, channels = x.shape[:2]
-        gamma = gamma.to(dtype).reshape(channels, channels)
-        flat = xw.reshape(batch, channels, -1)
-        # the 1x1 convolutions as matrix products (on CPU twice as fast as the convolution kernel)
-        f = torch.baddbmm(beta.to(dtype).view(1, -1, 1), gamma.expand(batch, -1, -1), flat * flat)
-        inner = grad.reshape(batch, channels, -1) * flat  # d out / d n = x * f'(n)
-        if ctx.inverse:  # f = sqrt(n), f' = 1 / (2 f)
-            f.sqrt_()
-            inner.div_(f).mul_(0.5)
-        else:  # f = rsqrt(n), f' = -f^3 / 2
-            f.rsqrt_()
-            inner.mul_(f.pow(3)).mul_(-0.5)
-        grad_x = torch.bmm(gamma.t().expand(batch, -1, -1), inner)  # through n: the 1x1 convolution's adjoint
-        del inner
-        grad_x.mul_(flat).mul_(2).addcmul_(grad.reshape(batch, channels, -1), f)
-        return grad_x.view(x.shape).to(x.dtype), None, None, None, None
+        gamma, beta = gamma.to(dtype).reshape(channels, channels), beta.to(dtype)
+        flat, grad = x.reshape(batch, channels, -1), grad.reshape(batch, channels, -1)
+        grad_x = torch.empty(flat.shape, dtype=dtype, device=x.device)
+        for images in _slices(x):
+            xs, gs = flat[images].to(dtype), grad[images].to(dtype)
+            # grad_x = grad * f + 2 x * gamma^T (grad * x * f'(n)); the 2 cancels the 1/2 in f'
+            f = _norm(xs, gamma, beta)
+            inner = gs * xs
+            if ctx.inverse:  # f = sqrt(n), f' = 1 / (2 f)
+                f.sqrt_()
+                inner.div_(f)
+            else:  # f = rsqrt(n), f' = -f^3 / 2
+                f.rsqrt_()
+                inner.mul_(f.pow(3)).neg_()
+            part = torch.bmm(gamma.t().expand(xs.shape[0], -1, -1), inner, out=grad_x[images])  # n's adjoint
+            del inner
+            part.mul_(xs).addcmul_(gs, f)
+        return grad_x.view(x.shape).to(x.dtype), None, None, None
 
 
-def _lean_normalisation(module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-    """Hooks that run a frozen GDN without autograd and wrap its output in ``_Normalisation``
-    (first among the module's forward hooks, so adapters hooked after it see the wrapped output)."""
-    pending: list[tuple[torch.Tensor, bool]] = []
-
-    def before(module, args):
-        x = args[0]
-        if _frozen(x, module.beta, module.gamma):
-            pending.append((x, torch.is_grad_enabled()))
-            torch.set_grad_enabled(False)
-
-    def after(module, args, output):
-        if not pending:
-            return None
-        x, grad_enabled = pending.pop()
-        torch.set_grad_enabled(grad_enabled)
-        if output is None:  # the forward raised
-            return None
+def _lean_normalisation(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A forward for a GDN module that runs ``_Normalisation`` while the layer is frozen (also
+    where its input needs no gradient: the matrix product is the faster forward), the module's
+    own forward otherwise."""
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if module.beta.requires_grad or module.gamma.requires_grad or not isinstance(x, torch.Tensor):
+            return type(module).forward(module, x)
         with torch.no_grad():
             gamma, beta = module.gamma_reparam(module.gamma), module.beta_reparam(module.beta)
-        return _Normalisation.apply(x, output, gamma, beta, module.inverse)
+        return _Normalisation.apply(x, gamma, beta, module.inverse)
 
-    return [module.register_forward_pre_hook(before), module.register_forward_hook(after, prepend=True, always_call=True)]
+    return forward
 
 
 @contextlib.contextmanager
 def frozen_layers(*models: nn.Module) -> Iterator[None]:
     """``with frozen_layers(codec): loss = ...``: the frozen layers in the block keep (almost)
     nothing for backward (see the module docstring); GDNs of ``models`` included."""
-    handles = [h for model in models for m in model.modules() if type(m) is GDN for h in _lean_normalisation(m)]
+    layers = [m for model in models for m in model.modules() if type(m) is GDN and "forward" not in vars(m)]
+    for layer in layers:
+        layer.forward = _lean_normalisation(layer)  # the instance's forward; hooks still run around it
     try:
         with _LeanLayers():
             yield
     finally:
-        for handle in handles:
-            handle.remove()
+        for layer in layers:
+            del layer.forward
