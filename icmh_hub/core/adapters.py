@@ -302,7 +302,7 @@ class _Recomputed(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, adapter: "ParallelAdapter", *parameters: torch.Tensor) -> torch.Tensor:
         ctx.adapter = adapter
-        ctx.autocast = _autocast_state(x.device.type)
+        ctx.autocast = autocast_state(x.device.type)
         kept: list[torch.Tensor] = []
         out = adapter._forward(x, kept)
         ctx.save_for_backward(x, *kept)
@@ -327,12 +327,17 @@ def _batch_chunks(x: torch.Tensor) -> list[slice]:
     rather than in fresh pages that the kernel must zero (``benchmarks.training``: less memory
     and no more time than four such maps at once). Elsewhere 256 MB: on a GPU each call's
     fixed cost counts for more."""
-    budget = CHUNK_ELEMENTS if x.device.type == "cpu" else 32 * CHUNK_ELEMENTS
-    step = max(1, budget // max(1, x[0].numel()))
+    return batch_slices(x, CHUNK_ELEMENTS if x.device.type == "cpu" else 32 * CHUNK_ELEMENTS)
+
+
+def batch_slices(x: torch.Tensor, elements: int) -> list[slice]:
+    """Slices of ``x``'s batch of about ``elements`` elements each (at least one image each)."""
+    step = max(1, elements // max(1, x[0].numel()))
     return [slice(start, start + step) for start in range(0, x.shape[0], step)]
 
 
-def _autocast_state(device_type: str) -> tuple[str, bool, torch.dtype]:
+def autocast_state(device_type: str) -> tuple[str, bool, torch.dtype]:
+    """(device type, whether autocast is on there, its dtype), on every torch we support."""
     try:
         return device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
     except (TypeError, AttributeError):  # torch before 2.4: one pair of functions per device type

@@ -33,6 +33,8 @@ from torch.overrides import TorchFunctionMode
 from .._compressai import compressai  # noqa: F401  (first, without its import warning)
 from compressai.layers import GDN
 
+from ..core.adapters import autocast_state, batch_slices
+
 
 def _frozen(input: torch.Tensor, *weights: torch.Tensor | None) -> bool:
     """Autograd on for ``input`` but for none of ``weights``."""
@@ -172,23 +174,10 @@ class _LeanLayers(TorchFunctionMode):
 IMAGE_ELEMENTS = 1 << 21  # of GDN input per slice of the batch: its temporaries stay this size
 
 
-def _slices(x: torch.Tensor) -> list[slice]:
-    """Slices of the batch of about ``IMAGE_ELEMENTS`` elements each (at least one image)."""
-    step = max(1, IMAGE_ELEMENTS // max(1, x[0].numel()))
-    return [slice(start, start + step) for start in range(0, x.shape[0], step)]
-
-
-def _norm(flat: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """``beta + gamma @ x^2`` over the flattened pixels: GDN's 1x1 convolution as one matrix
-    product (on CPU several times as fast as the convolution kernel)."""
-    return torch.baddbmm(beta.view(1, -1, 1), gamma.expand(flat.shape[0], -1, -1), flat * flat)
-
-
-def _normalised(flat: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, inverse: bool) -> torch.Tensor:
-    """``x * f(n)`` with CompressAI's GDN's operations (out of place), so that autocast casts
-    each as it would there."""
-    norm = _norm(flat, gamma, beta)
-    return flat * (torch.sqrt(norm) if inverse else torch.rsqrt(norm))
+def _norm(flat: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``beta + gamma @ x^2`` over the flattened pixels (into ``out`` if given): GDN's 1x1
+    convolution as one matrix product (on CPU several times as fast as the convolution kernel)."""
+    return torch.baddbmm(beta.view(1, -1, 1), gamma.expand(flat.shape[0], -1, -1), flat * flat, out=out)
 
 
 class _Normalisation(torch.autograd.Function):
@@ -202,8 +191,18 @@ class _Normalisation(torch.autograd.Function):
         ctx.save_for_backward(x, gamma, beta)
         batch, channels = x.shape[:2]
         flat, gamma = x.reshape(batch, channels, -1), gamma.reshape(channels, channels)
-        parts = [_normalised(flat[images], gamma, beta, inverse) for images in _slices(x)]
-        return (parts[0] if len(parts) == 1 else torch.cat(parts)).view(x.shape)
+        mixed_precision = autocast_state(x.device.type)[1]
+        out = None if mixed_precision else torch.empty_like(flat)
+        for images in batch_slices(x, IMAGE_ELEMENTS):
+            if mixed_precision:  # CompressAI's own operations, so that autocast casts each as it would there
+                norm = _norm(flat[images], gamma, beta)
+                part = flat[images] * (torch.sqrt(norm) if inverse else torch.rsqrt(norm))
+                out = torch.empty(flat.shape, dtype=part.dtype, device=x.device) if out is None else out
+                out[images] = part
+            else:  # the same operations in place, in the output's memory
+                norm = _norm(flat[images], gamma.to(x.dtype), beta.to(x.dtype), out[images])
+                (norm.sqrt_() if inverse else norm.rsqrt_()).mul_(flat[images])
+        return out.view(x.shape)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -214,7 +213,7 @@ class _Normalisation(torch.autograd.Function):
         gamma, beta = gamma.to(dtype).reshape(channels, channels), beta.to(dtype)
         flat, grad = x.reshape(batch, channels, -1), grad.reshape(batch, channels, -1)
         grad_x = torch.empty(flat.shape, dtype=dtype, device=x.device)
-        for images in _slices(x):
+        for images in batch_slices(x, IMAGE_ELEMENTS):
             xs, gs = flat[images].to(dtype), grad[images].to(dtype)
             # grad_x = grad * f + 2 x * gamma^T (grad * x * f'(n)); the 2 cancels the 1/2 in f'
             f = _norm(xs, gamma, beta)
