@@ -119,18 +119,17 @@ def test_frozen_adapter_passes_gradients_to_its_input_only():
     assert x.grad is not None and all(p.grad is None for p in adapter.parameters())
 
 
-@pytest.mark.parametrize("variant, kept_widths", [("sma", []), ("naive", []), ("sfma", [8]), ("sma->fma", [8])])
-def test_training_keeps_the_input_and_the_frequency_branch_output_only(variant, kept_widths):
-    """Memory: an adapter under autograd saves its input and, per frequency branch, that branch's
-    output (whose recomputation would need another inverse FFT); nothing else."""
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_training_keeps_the_input_only(variant):
+    """Memory: an adapter under autograd saves its input (one per stage) and nothing else; the
+    rest is recomputed in its backward."""
     adapter = Adapter(16, 8, variant, init="reference")
     x = torch.randn(2, 16, 12, 12, requires_grad=True)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         adapter(x)
-    inputs = [t for t in saved if t.shape == x.shape]
-    others = sorted(t.shape[1] for t in saved if t.shape != x.shape)
-    assert len(inputs) == len(adapter.stages) and inputs[0] is x and others == kept_widths
+    assert len(saved) == len(adapter.stages) and saved[0] is x
+    assert all(t.shape == x.shape for t in saved)
 
 
 def test_zero_spectrum_gives_finite_gradients():

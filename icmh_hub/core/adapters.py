@@ -133,9 +133,7 @@ class SpatialModulation(nn.Module):
         a, b = projected.chunk(2, dim=1)
         return self.dw(a).mul_(b).relu_()
 
-    keeps_hidden = False  # cheap to recompute
-
-    def recompute(self, projected: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def recompute(self, projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The hidden features and what their backward needs besides them (``dw5x5(a)``)."""
         a, b = projected.chunk(2, dim=1)
         gated = self.dw(a)
@@ -182,10 +180,15 @@ class FrequencyModulation(nn.Module):
 
     def hidden(self, projected: torch.Tensor) -> torch.Tensor:
         """The branch before its last 1x1 convolution: ``relu(irfft2(gain * rfft2(z)))`` (no autograd)."""
-        height, width = projected.shape[-2:]
         spectrum, _, _, gain = self._gain(projected)
-        parts = torch.view_as_real(spectrum).mul_(_wide(gain).unsqueeze(-1))
-        filtered = torch.fft.irfft2(torch.view_as_complex(parts), s=(height, width), norm=FFT_NORM)
+        return self._filtered(projected, spectrum, gain, in_place=True)
+
+    @staticmethod
+    def _filtered(projected: torch.Tensor, spectrum: torch.Tensor, gain: torch.Tensor, in_place: bool) -> torch.Tensor:
+        """``relu(irfft2(gain * spectrum))`` in ``projected``'s dtype (``spectrum`` overwritten if ``in_place``)."""
+        parts = torch.view_as_real(spectrum)
+        parts = parts.mul_(_wide(gain).unsqueeze(-1)) if in_place else parts * _wide(gain).unsqueeze(-1)
+        filtered = torch.fft.irfft2(torch.view_as_complex(parts), s=projected.shape[-2:], norm=FFT_NORM)
         return filtered.to(projected.dtype).relu_()
 
     def _gain(self, projected: torch.Tensor):
@@ -195,18 +198,13 @@ class FrequencyModulation(nn.Module):
         mixed = self.dw(amplitude.to(self.dw.weight.dtype)).relu_()
         return spectrum, amplitude, mixed, _pointwise(self.mix, mixed).sigmoid_()
 
-    keeps_hidden = True  # its recomputation would cost an inverse FFT
-
-    def recompute(self, projected: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """The hidden features (unless kept) and what their backward needs: spectrum, amplitude,
-        relu(dw), gain."""
+    def recompute(self, projected: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The hidden features and what their backward needs: spectrum, amplitude, relu(dw), gain.
+        (Keeping the hidden features from the forward instead would save an inverse FFT per
+        image for memory the size of the branch's output: on CPU it cost more memory than the
+        FFT costs time, ``benchmarks.training``.)"""
         state = self._gain(projected)
-        if hidden is None:
-            height, width = projected.shape[-2:]
-            parts = torch.view_as_real(state[0]) * _wide(state[3]).unsqueeze(-1)
-            filtered = torch.fft.irfft2(torch.view_as_complex(parts), s=(height, width), norm=FFT_NORM)
-            hidden = filtered.to(projected.dtype).relu_()
-        return hidden, state
+        return self._filtered(projected, state[0], state[3], in_place=False), state
 
     def hidden_grads(self, projected: torch.Tensor, work: list, grad_projected: torch.Tensor) -> list[torch.Tensor]:
         """As ``SpatialModulation.hidden_grads``; returns the gradients of dw and mix (weight, bias)."""
@@ -272,9 +270,7 @@ class Bottleneck(nn.Module):
     def hidden(self, projected: torch.Tensor) -> torch.Tensor:
         return F.relu(projected)
 
-    keeps_hidden = False
-
-    def recompute(self, projected: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+    def recompute(self, projected: torch.Tensor) -> tuple[torch.Tensor, None]:
         return F.relu(projected), None
 
     def hidden_grads(self, projected: torch.Tensor, work: list, grad_projected: torch.Tensor) -> list[torch.Tensor]:
@@ -296,23 +292,20 @@ BRANCHES: dict[str, type[nn.Module]] = {
 
 class _Recomputed(torch.autograd.Function):
     """A ParallelAdapter under autograd: the forward is the inference path (no graph inside), it
-    keeps its input (and the frequency branches' output), and the backward recomputes what else
-    it needs (``ParallelAdapter.grads``)."""
+    keeps its input only, and the backward recomputes what else it needs (``ParallelAdapter.grads``)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, adapter: "ParallelAdapter", *parameters: torch.Tensor) -> torch.Tensor:
         ctx.adapter = adapter
         ctx.autocast = autocast_state(x.device.type)
-        kept: list[torch.Tensor] = []
-        out = adapter._forward(x, kept)
-        ctx.save_for_backward(x, *kept)
-        return out
+        ctx.save_for_backward(x)
+        return adapter._forward(x)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        x, *kept = ctx.saved_tensors
-        grad_x, grads = ctx.adapter.grads(x, kept, grad, ctx.autocast, ctx.needs_input_grad[0])
+        (x,) = ctx.saved_tensors
+        grad_x, grads = ctx.adapter.grads(x, grad, ctx.autocast, ctx.needs_input_grad[0])
         return (grad_x, None, *grads)
 
 
@@ -380,56 +373,45 @@ class ParallelAdapter(nn.Module):
             return _Recomputed.apply(x, self, *parameters)
         return self._forward(x)
 
-    def _forward(self, x: torch.Tensor, kept: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """The inference path; appends to ``kept`` the hidden features of the branches that keep them."""
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The inference path (also the training forward, which keeps nothing of it)."""
         batch, channels = x.shape[:2]
         bias = sum(branch.up.bias for branch in self.branches).view(1, -1, 1)
         out = x.reshape(batch, channels, -1) + bias
-        chunks = _batch_chunks(x)
-        hidden: list[list[torch.Tensor]] = [[] for _ in self.branches]
-        for images in chunks:
+        for images in _batch_chunks(x):
             projected = _pointwise(self.down, x[images]).split(self.widths, dim=1)
-            for branch, part, kept_parts in zip(self.branches, projected, hidden):
-                h = branch.hidden(part)
-                if kept is not None and branch.keeps_hidden:
-                    kept_parts.append(h)
-                _accumulate(out[images], branch.up.weight.view(channels, -1), h)
-                del h
+            for branch, part in zip(self.branches, projected):
+                _accumulate(out[images], branch.up.weight.view(channels, -1), branch.hidden(part))
             del projected
-        if kept is not None:
-            kept += [parts[0] if len(parts) == 1 else torch.cat(parts) for parts in hidden if parts]
         return out.view_as(x)
 
-    def grads(self, x: torch.Tensor, kept: list[torch.Tensor], grad: torch.Tensor, autocast: tuple[str, bool, torch.dtype],
-              input_grad: bool = True):
+    def grads(self, x: torch.Tensor, grad: torch.Tensor, autocast: tuple[str, bool, torch.dtype], input_grad: bool = True):
         """Gradients of ``x`` (None unless ``input_grad``) and of every parameter (in
-        ``parameters()`` order) for the output gradient ``grad``, given what the forward kept.
-        The other intermediates are recomputed under the forward's autocast state, one branch at
-        a time (and for large batches of large features, a few images at a time)."""
+        ``parameters()`` order) for the output gradient ``grad``. The intermediates are
+        recomputed under the forward's autocast state, one branch at a time (and for large
+        batches of large features, a few images at a time)."""
         grad = _wide(grad)
         grad_x = torch.empty(x.shape, dtype=grad.dtype, device=x.device) if input_grad else None
         totals: list[torch.Tensor] | None = None
         for images in _batch_chunks(x):
-            grads = self._chunk_grads(x[images], [k[images] for k in kept], grad[images], autocast,
-                                      None if grad_x is None else grad_x[images])
+            grads = self._chunk_grads(x[images], grad[images], autocast, None if grad_x is None else grad_x[images])
             totals = grads if totals is None else [t.add_(g) for t, g in zip(totals, grads)]
         grad_x = None if grad_x is None else grad_x.to(x.dtype)
         return grad_x, [g.to(p.dtype) for g, p in zip(totals, self.parameters(), strict=True)]
 
-    def _chunk_grads(self, x: torch.Tensor, kept: list[torch.Tensor], grad: torch.Tensor,
-                     autocast: tuple[str, bool, torch.dtype], grad_x: torch.Tensor | None) -> list[torch.Tensor]:
+    def _chunk_grads(self, x: torch.Tensor, grad: torch.Tensor, autocast: tuple[str, bool, torch.dtype],
+                     grad_x: torch.Tensor | None) -> list[torch.Tensor]:
         """``grads`` for some images: writes their input gradient into ``grad_x`` (if given)."""
         with _recomputing(autocast):
             projected = _pointwise(self.down, x)
         # the projection's gradient overwrites the projection, part by part, once that part is used
         grad_projected = projected if projected.dtype == grad.dtype else torch.empty_like(projected, dtype=grad.dtype)
         grad_up_bias = grad.sum((0, 2, 3))
-        kept = list(kept)
         grads = []
         for branch, part, grad_part in zip(self.branches, projected.split(self.widths, dim=1),
                                            grad_projected.split(self.widths, dim=1)):
             with _recomputing(autocast):
-                hidden, state = branch.recompute(part, kept.pop(0) if branch.keeps_hidden else None)
+                hidden, state = branch.recompute(part)
             up_weight = _weight_grad(grad, hidden).view_as(branch.up.weight)
             work = [hidden, state, _pointwise_input_grad(branch.up, grad)]
             del hidden, state
