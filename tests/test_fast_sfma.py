@@ -152,7 +152,7 @@ def test_batches_processed_in_chunks_give_the_same_numbers(monkeypatch):
     out, gx = _grads(adapter, x, upstream)
     grads = [p.grad.clone() for p in adapter.parameters()]
     monkeypatch.setattr(adapters, "CHUNK_ELEMENTS", 2 * 12 * 7 * 9)  # two images per chunk: 2 + 2 + 1
-    assert len(adapters._batch_chunks(x)) == 3
+    assert len(adapters.batch_chunks(x)) == 3
     with torch.no_grad():
         torch.testing.assert_close(adapter(x), whole, **TOL)
     out_chunked, gx_chunked = _grads(adapter, x, upstream)

@@ -312,20 +312,16 @@ class _Recomputed(torch.autograd.Function):
 CHUNK_ELEMENTS = 1 << 21  # of adapter input per chunk in training, on CPU (32x that elsewhere)
 
 
-def _batch_chunks(x: torch.Tensor) -> list[slice]:
-    """Slices of the batch that an adapter processes in turn: its intermediates are several
-    times the size of its input, so large batches of large features go a few images at a time
-    (the same numbers). On CPU a chunk holds about 8 MB of input (one 128-channel 128x128
-    feature map): its intermediates then fit in memory the allocator has mapped already,
-    rather than in fresh pages that the kernel must zero (``benchmarks.training``: less memory
-    and no more time than four such maps at once). Elsewhere 256 MB: on a GPU each call's
-    fixed cost counts for more."""
-    return batch_slices(x, CHUNK_ELEMENTS if x.device.type == "cpu" else 32 * CHUNK_ELEMENTS)
-
-
-def batch_slices(x: torch.Tensor, elements: int) -> list[slice]:
-    """Slices of ``x``'s batch of about ``elements`` elements each (at least one image each)."""
-    step = max(1, elements // max(1, x[0].numel()))
+def batch_chunks(x: torch.Tensor) -> list[slice]:
+    """Slices of the batch that an adapter (or a frozen GDN in training) processes in turn: its
+    intermediates are several times the size of its input, so large batches of large features
+    go a few images at a time (the same numbers). On CPU a chunk holds about 8 MB of input (one
+    128-channel 128x128 feature map): its intermediates then fit in memory the allocator has
+    mapped already, rather than in fresh pages that the kernel must zero (``benchmarks.training``:
+    less memory and no more time than four such maps at once). Elsewhere 256 MB: on a GPU each
+    call's fixed cost counts for more."""
+    budget = CHUNK_ELEMENTS if x.device.type == "cpu" else 32 * CHUNK_ELEMENTS
+    step = max(1, budget // max(1, x[0].numel()))
     return [slice(start, start + step) for start in range(0, x.shape[0], step)]
 
 
@@ -378,7 +374,7 @@ class ParallelAdapter(nn.Module):
         batch, channels = x.shape[:2]
         bias = sum(branch.up.bias for branch in self.branches).view(1, -1, 1)
         out = x.reshape(batch, channels, -1) + bias
-        for images in _batch_chunks(x):
+        for images in batch_chunks(x):
             projected = _pointwise(self.down, x[images]).split(self.widths, dim=1)
             for branch, part in zip(self.branches, projected):
                 _accumulate(out[images], branch.up.weight.view(channels, -1), branch.hidden(part))
@@ -393,7 +389,7 @@ class ParallelAdapter(nn.Module):
         grad = _wide(grad)
         grad_x = torch.empty(x.shape, dtype=grad.dtype, device=x.device) if input_grad else None
         totals: list[torch.Tensor] | None = None
-        for images in _batch_chunks(x):
+        for images in batch_chunks(x):
             grads = self._chunk_grads(x[images], grad[images], autocast, None if grad_x is None else grad_x[images])
             totals = grads if totals is None else [t.add_(g) for t, g in zip(totals, grads)]
         grad_x = None if grad_x is None else grad_x.to(x.dtype)

@@ -33,7 +33,7 @@ from torch.overrides import TorchFunctionMode
 from .._compressai import compressai  # noqa: F401  (first, without its import warning)
 from compressai.layers import GDN
 
-from ..core.adapters import autocast_state, batch_slices
+from ..core.adapters import autocast_state, batch_chunks
 
 
 def _frozen(input: torch.Tensor, *weights: torch.Tensor | None) -> bool:
@@ -171,9 +171,6 @@ class _LeanLayers(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-IMAGE_ELEMENTS = 1 << 21  # of GDN input per slice of the batch: its temporaries stay this size
-
-
 def _norm(flat: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``beta + gamma @ x^2`` over the flattened pixels (into ``out`` if given): GDN's 1x1
     convolution as one matrix product (on CPU several times as fast as the convolution kernel)."""
@@ -193,11 +190,12 @@ class _Normalisation(torch.autograd.Function):
         flat, gamma = x.reshape(batch, channels, -1), gamma.reshape(channels, channels)
         mixed_precision = autocast_state(x.device.type)[1]
         out = None if mixed_precision else torch.empty_like(flat)
-        for images in batch_slices(x, IMAGE_ELEMENTS):
+        for images in batch_chunks(x):
             if mixed_precision:  # CompressAI's own operations, so that autocast casts each as it would there
                 norm = _norm(flat[images], gamma, beta)
                 part = flat[images] * (torch.sqrt(norm) if inverse else torch.rsqrt(norm))
-                out = torch.empty(flat.shape, dtype=part.dtype, device=x.device) if out is None else out
+                if out is None:  # the output's dtype is the first slice's
+                    out = torch.empty(flat.shape, dtype=part.dtype, device=x.device)
                 out[images] = part
             else:  # the same operations in place, in the output's memory
                 norm = _norm(flat[images], gamma.to(x.dtype), beta.to(x.dtype), out[images])
@@ -213,7 +211,7 @@ class _Normalisation(torch.autograd.Function):
         gamma, beta = gamma.to(dtype).reshape(channels, channels), beta.to(dtype)
         flat, grad = x.reshape(batch, channels, -1), grad.reshape(batch, channels, -1)
         grad_x = torch.empty(flat.shape, dtype=dtype, device=x.device)
-        for images in batch_slices(x, IMAGE_ELEMENTS):
+        for images in batch_chunks(x):
             xs, gs = flat[images].to(dtype), grad[images].to(dtype)
             # grad_x = grad * f + 2 x * gamma^T (grad * x * f'(n)); the 2 cancels the 1/2 in f'
             f = _norm(xs, gamma, beta)
