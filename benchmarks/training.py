@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per process")
     parser.add_argument("--worker", choices=MODES, help=argparse_hidden())
     args = parser.parse_args(argv)
+    if args.crop < 64 or args.crop % 64:
+        parser.error(f"--crop must be a multiple of 64 (the codec downsamples by 64), got {args.crop}")
     name, _, quality = args.codec.partition(":")
     if args.worker:
         print(json.dumps(worker(args.worker, name, int(quality or 3), args.crop, args.batch, args.steps, args.threads)))
