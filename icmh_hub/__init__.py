@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import codecs as _codecs  # noqa: F401  (declares the built-in codecs; imports no torch)
+from . import methods as _methods  # noqa: F401  (registers the built-in adapter methods; no torch either)
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,8 @@ _EXPORTS = {
     "AdaptedCodec": "core.attach", "attach": "core.attach", "detach": "core.attach",
     "Adapter": "core.adapters", "count_parameters": "core.adapters",
     "VARIANTS": "core.variants",
+    "MethodConfig": "core.methods", "get_method": "core.methods", "list_methods": "core.methods",
+    "register_method": "core.methods",
     "AdapterSet": "core.adapter_set", "build_adapters": "core.adapter_set",
     "CodecSpec": "core.spec", "get_codec": "core.spec", "list_codecs": "core.spec", "register_codec": "core.spec",
     "TaskFeatures": "core.recognition", "build_classifier": "core.recognition", "build_detector": "core.recognition",
@@ -63,6 +66,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .core.attach import AdaptedCodec, attach, detach
     from .core.recognition import TaskFeatures, build_classifier, build_detector
     from .core.spec import CodecSpec, get_codec, list_codecs, register_codec
+    from .core.methods import MethodConfig, get_method, list_methods, register_method
     from .core.variants import VARIANTS
     from .errors import (
         AdapterFileError, AdapterMismatchError, AttachError, BDError, BitstreamError, CheckpointError, DataError,

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from ..core.variants import ALL_VARIANTS
+from .options import method_option
 from ..errors import IcmhError, InvalidArgumentError, MissingFileError, OutputError, OutputExistsError
 from ..formats.bitstream import SUFFIX
 from .main import one_line
@@ -173,20 +173,19 @@ def layer_summary(sizes: dict[str, int]) -> str:
 @click.option("--q", "quality", type=int, default=3, show_default=True, help="Quality level of the base codec.")
 @click.option("--task", default=None, help="Task adapters to use (cls, det, seg, ...); omit or 'human' for the plain codec.")
 @click.option("--adapter", type=click.Path(dir_okay=False), help="A local adapter file instead of the registry.")
-@click.option("--variant", type=click.Choice(list(ALL_VARIANTS)), default=None,
-              help="Adapter variant from the registry: sfma (default), or scalable-sfma / scalable-mask for a two-layer file.")
+@method_option(help="Adapter method from the registry: sfma (default), transtic, or scalable-sfma / scalable-mask for a two-layer file.")
 @click.option("--no-pretrained", is_flag=True, help="Seeded random weights (no network; for tests and trials).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
               help="Refuse larger images (default: what the codec codes within 8 GB of memory).")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
 @click.pass_context
-def compress_command(ctx, inputs, output, codec, quality, task, adapter, variant, no_pretrained, max_pixels, force) -> None:
+def compress_command(ctx, inputs, output, codec, quality, task, adapter, method, no_pretrained, max_pixels, force) -> None:
     """Compress images (files, directories, globs) into .icmh files.
 
     PNG, JPEG, WebP and TIFF; 8 or 16 bit; grayscale is coded as RGB and decoded back to
     grayscale; alpha is dropped and an animation is coded as its first frame (each with a note).
     Images larger than --max-pixels are refused before they are read. bpp(file) counts the whole
-    file, header included; bpp(strings) only the entropy-coded strings. With a scalable variant
+    file, header included; bpp(strings) only the entropy-coded strings. With a scalable method
     the file has a base layer (the machine task's) and an enhancement layer (the rest, for
     people); layers(bytes) gives each one's size.
     """
@@ -197,7 +196,7 @@ def compress_command(ctx, inputs, output, codec, quality, task, adapter, variant
     sources = expand_inputs(inputs, IMAGE_SUFFIXES)
     targets = output_paths(sources, output, SUFFIX)
     refuse_inputs_as_outputs(sources, targets)
-    model = build_codec(codec, quality, task, adapter, pretrained=not no_pretrained, variant=variant)
+    model = build_codec(codec, quality, task, adapter, pretrained=not no_pretrained, method=method)
     encoder = Encoder(model, pretrained=not no_pretrained, max_pixels=max_pixels)
 
     def work(source: Path, target: Path) -> list[str]:

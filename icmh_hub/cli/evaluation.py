@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
+from .options import method_option
 from ..core.tasks import TASK_NAMES, get_task
-from ..core.variants import ALL_VARIANTS
 from ..errors import InvalidArgumentError
 from ..evaluation.protocol import PROTOCOLS
 
@@ -82,7 +82,7 @@ def _write_json(data: Any, out: str | None) -> None:
         click.echo(f"wrote {out}", err=True)
 
 
-def _adapter_file(codec: str, task: str, q: int, adapter: str | None, no_pretrained: bool, variant: str | None = None) -> Path:
+def _adapter_file(codec: str, task: str, q: int, adapter: str | None, no_pretrained: bool, method: str | None = None) -> Path:
     """The adapter file the card describes: the one given, or the registry entry's."""
     if adapter:
         return Path(adapter)
@@ -91,14 +91,14 @@ def _adapter_file(codec: str, task: str, q: int, adapter: str | None, no_pretrai
     from ..hub.fetch import fetch
     from ..hub.index import resolve
 
-    return Path(fetch(resolve(codec, task, q, variant=variant)))
+    return Path(fetch(resolve(codec, task, q, method=method)))
 
 
 @click.command("eval")
 @click.option("--q", "q", type=int, required=True, help="Rate point: the base codec's quality level.")
 @_data_options
 @click.option("--adapter", type=click.Path(exists=True, dir_okay=False), help="Adapter file (default: the registry's entry).")
-@click.option("--variant", type=click.Choice(list(ALL_VARIANTS)), default=None, help="The registry entry's adapter variant (default sfma; scalable-sfma / scalable-mask: two layers).")
+@method_option(help="The registry entry's adapter method (default sfma; transtic; scalable-sfma / scalable-mask: two layers).")
 @click.option("--human", is_flag=True, help="Evaluate the base codec (adapters off) instead of the adapted one.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False),
@@ -108,7 +108,7 @@ def _adapter_file(codec: str, task: str, q: int, adapter: str | None, no_pretrai
 @click.option("--card", "card_out", type=click.Path(dir_okay=False), help="Write the adapter's model card with these results.")
 @click.option("--index", "index_file", type=click.Path(dir_okay=False), help="Registry index file to record the results in.")
 @click.option("--entry", "entry_id", help="Registry entry id to record the results under (with --index).")
-def eval_command(codec, q, task, data, human, adapter, variant, json_out, plot_out, bit_map_out, card_out, index_file, entry_id,
+def eval_command(codec, q, task, data, human, adapter, method, json_out, plot_out, bit_map_out, card_out, index_file, entry_id,
                  **o) -> None:
     """Measure rate, task accuracy and image quality of CODEC at Q with TASK's adapters on DATA.
 
@@ -122,7 +122,7 @@ def eval_command(codec, q, task, data, human, adapter, variant, json_out, plot_o
         raise InvalidArgumentError("--card / --index record the adapters' results; drop --human (base-codec numbers are not theirs)")
     world = _world(o["device"])
     o = dict(o, device=world.device)
-    model = build_codec(codec, q, task, adapter, pretrained=not o["no_pretrained"], variant=variant).to(o["device"])
+    model = build_codec(codec, q, task, adapter, pretrained=not o["no_pretrained"], method=method).to(o["device"])
     task_model = _task_model(task, o["no_pretrained"], o["task_weights"], o["device"])
     result = evaluate(model, task, data, task_model, human=human, **_run_options(o))
     result["adapter"] = str(adapter) if adapter else ("random" if o["no_pretrained"] else "registry")
@@ -151,7 +151,7 @@ def eval_command(codec, q, task, data, human, adapter, variant, json_out, plot_o
         if card_out:
             from ..hub.card import write_card
 
-            write_card(_adapter_file(codec, task, q, adapter, o["no_pretrained"], variant), card_out, results=results)
+            write_card(_adapter_file(codec, task, q, adapter, o["no_pretrained"], method), card_out, results=results)
             click.echo(f"wrote {card_out}", err=True)
         if index_file:
             from ..hub.index import record_metrics

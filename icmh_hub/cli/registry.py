@@ -17,8 +17,8 @@ def train_command(entry: registry.Entry) -> str:
     command = f"icmh-hub train --codec {entry.codec} --q {entry.q} --task {entry.task}"
     if entry.lmbda is not None:
         command += f" --lmbda {entry.lmbda:g}"
-    if entry.variant != "sfma":
-        command += f" --variant {entry.variant}"
+    if entry.method != "sfma":
+        command += f" --method {entry.method}"
     if entry.middle_dim != 64:
         command += f" --middle-dim {entry.middle_dim}"
     return command + " --data DIR --out DIR"
@@ -27,21 +27,22 @@ def train_command(entry: registry.Entry) -> str:
 @click.command("list")
 @click.option("--codec", default=None, help="Only entries for this codec.")
 @click.option("--task", default=None, help="Only entries for this task (cls, det, seg, ...).")
+@click.option("--method", default=None, help="Only entries of this adapter method (sfma, transtic, ...; `icmh-hub methods`).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @index_option
-def list_command(codec: str | None, task: str | None, as_json: bool, index: tuple[str, ...]) -> None:
+def list_command(codec: str | None, task: str | None, method: str | None, as_json: bool, index: tuple[str, ...]) -> None:
     """List registry entries: published ones can be loaded, recipes must be trained first."""
-    entries = registry.list_entries(codec=codec, task=task, index=list(index))
+    entries = [e for e in registry.list_entries(codec=codec, task=task, index=list(index)) if method in (None, e.method)]
     if as_json:
         click.echo(json.dumps([e.to_dict() | {"origin": e.origin, "overrides": e.overrides} for e in entries], indent=2))
         return
     if not entries:
         click.echo("no entries match; `icmh-hub list` without filters shows them all")
         return
-    click.echo(f"{'id':<28} {'status':<10} {'lambda':>7} {'variant':<9} {'d':>3} {'metrics':>7}  where")
+    click.echo(f"{'id':<28} {'status':<10} {'lambda':>7} {'method':<9} {'d':>3} {'metrics':>7}  where")
     for e in entries:
         lmbda = f"{e.lmbda:g}" if e.lmbda is not None else "-"
-        click.echo(f"{e.id:<28} {e.status:<10} {lmbda:>7} {e.variant:<9} {e.middle_dim:>3} {len(e.metrics):>7}  {e.where()}")
+        click.echo(f"{e.id:<28} {e.status:<10} {lmbda:>7} {e.method:<9} {e.middle_dim:>3} {len(e.metrics):>7}  {e.where()}")
 
 
 def _metric_line(m: dict) -> str:
@@ -68,7 +69,8 @@ def _info_rows(entry: registry.Entry) -> list[tuple[str, object]]:
 
     rows: list[tuple[str, object]] = [
         ("entry", entry.id), ("status", entry.status), ("codec", f"{entry.codec} q{entry.q}"), ("task", entry.task),
-        ("lambda", f"{entry.lmbda:g}" if entry.lmbda is not None else "-"), ("adapters", f"{entry.variant}, d={entry.middle_dim}"),
+        ("lambda", f"{entry.lmbda:g}" if entry.lmbda is not None else "-"), ("method", entry.method),
+        ("adapters", f"{entry.method}, d={entry.middle_dim}"),
         *_url_rows("file", entry.where(), entry.source or {}),
         ("sha256", trust_note(entry.source, entry.sha256, entry)), ("size", f"{entry.size:,} bytes" if entry.size else "-"),
     ]

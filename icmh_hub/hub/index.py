@@ -26,7 +26,7 @@ from typing import Any
 
 from .._io import atomic_write_json
 from ..core.spec import list_codecs
-from ..core.variants import SCALABLE_VARIANTS
+from ..core.methods import DEFAULT_METHOD
 from ..errors import MissingFileError, RegistryError, unknown_name
 from . import schema, transport
 
@@ -86,6 +86,11 @@ class Entry:
     @property
     def revision(self) -> str | None:
         return (self.source or {}).get("revision")
+
+    @property
+    def method(self) -> str:
+        """The adapter method (the index's ``variant`` field, its name in 0.1)."""
+        return self.variant
 
     def where(self) -> str:
         """Where the file lives, in one short phrase."""
@@ -251,14 +256,15 @@ def _known_codecs(entries: Iterable[Entry]) -> list[str]:
 
 def resolve(
     codec: str, task: str, q: int, lmbda: float | None = None, revision: str | None = None, index: IndexSpec = None,
-    variant: str | None = None,
+    variant: str | None = None, method: str | None = None,
 ) -> Entry:
-    """The entry for ``codec``/``task``/``q`` (and ``lmbda`` / ``revision`` / ``variant`` when given).
+    """The entry for ``codec``/``task``/``q`` (and ``lmbda`` / ``revision`` / ``method`` when given).
 
     Unknown names list the closest ones and what exists. Without ``lmbda``, a published entry
     is preferred to a recipe; two published ones with different lambdas need ``lmbda``. Without
-    ``variant``, scalable entries (two-layer files) are left out: they are asked for by name.
+    ``method`` (``variant`` is its 0.1 name), the SFMA entries: other methods are asked for by name.
     """
+    method = method or variant or DEFAULT_METHOD
     entries = list(load_index(index).entries.values())
     if codec not in _known_codecs(entries):
         raise unknown_name("codec", codec, _known_codecs(entries))
@@ -271,11 +277,11 @@ def resolve(
     if q not in qualities:
         raise unknown_name(f"quality for {codec}/{task}", q, qualities, hint=f"`icmh-hub list --codec {codec} --task {task}` shows them.")
     chosen = [e for e in of_task if e.q == q]
-    variants = sorted({e.variant for e in chosen})
-    chosen = [e for e in chosen if e.variant == variant] if variant else [e for e in chosen if e.variant not in SCALABLE_VARIANTS]
+    methods = sorted({e.method for e in chosen})
+    chosen = [e for e in chosen if e.method == method]
     if not chosen:
-        raise unknown_name(f"variant for {codec}/{task}/q{q}", variant, variants,
-                           hint="Scalable entries are loaded with variant='scalable-sfma' (--variant).")
+        raise unknown_name(f"method for {codec}/{task}/q{q}", method, methods,
+                           hint="Entries of other methods are loaded by name: method='transtic' (--method).")
     if lmbda is not None:
         lambdas = [e.lmbda for e in chosen]
         chosen = [e for e in chosen if e.lmbda is not None and math.isclose(e.lmbda, lmbda, rel_tol=1e-6)]

@@ -71,7 +71,7 @@ _ENTRY_RULES: dict[str, Rule] = {
     "task": (_text, 'a task name such as "cls"'),
     "q": (_whole(1), "a whole number >= 1 such as 2"),
     "lmbda": (lambda v: _number(v) and v > 0, "a positive number such as 6.7, or null"),
-    "variant": (_text, 'an adapter variant such as "sfma" (icmh-hub variants)'),
+    "variant": (_text, 'an adapter method such as "sfma" or "transtic" (icmh-hub methods)'),
     "middle_dim": (_whole(1), "a whole number >= 1 such as 64"),
     "status": (_one_of(STATUSES), " or ".join(f'"{s}"' for s in STATUSES)),
     "sha256": (lambda v: isinstance(v, str) and bool(_SHA256.match(v)), "64 hexadecimal characters, or null"),

@@ -46,13 +46,13 @@ from torch import nn
 from .._io import atomic_path
 from ..assemble import build_base
 from ..core import distributed
-from ..core.adapter_set import STAGES, build_adapters, is_scalable
+from ..core.adapter_set import STAGES, build_adapters
+from ..core.methods import DEFAULT_METHOD, get_method
 from ..core.attach import attach
 from ..core.identity import base_digest
 from ..core.rate import estimated_bpp
 from ..core.recognition import TaskFeatures
 from ..core.spec import get_codec
-from ..core.variants import ALL_VARIANTS, SCALABLE_VARIANTS
 from ..errors import CheckpointError, InvalidArgumentError, MissingFileError, OutputExistsError, TrainingError, unknown_name
 from ..hub.card import write_card
 from ..hub.index import IndexSpec
@@ -491,7 +491,7 @@ class _Loop:
 
 
 class Trainer(_Loop):
-    """Trains one task's adapters (variant, width d and stages by name) on a frozen codec.
+    """Trains one task's adapters (method, width d and stages by name) on a frozen codec.
 
     >>> Trainer("mbt2018-mean", 3, "cls", "imagenet/train", steps=1000).fit()   # doctest: +SKIP
     writes ``out_dir/<codec>-<task>-q<q>.safetensors``, its model card ``README.md`` next to it,
@@ -508,26 +508,31 @@ class Trainer(_Loop):
         recipe: str | Recipe = DEFAULT_RECIPE,
         options: TrainOptions | None = None,
         *,
-        variant: str = "sfma",
-        middle_dim: int = 64,
+        method: str | None = None,
+        variant: str | None = None,
+        middle_dim: int | None = None,
         stages: Sequence[int] = STAGES,
         **kwargs: Any,
     ) -> None:
-        if variant not in ALL_VARIANTS:
-            raise unknown_name("adapter variant", variant, ALL_VARIANTS)
-        if not isinstance(middle_dim, int) or middle_dim < 1:
+        found = get_method(method or variant or DEFAULT_METHOD)
+        if middle_dim is not None and (not isinstance(middle_dim, int) or middle_dim < 1):
             raise InvalidArgumentError(f"--middle-dim must be a positive number of channels, got {middle_dim}")
         if not stages or any(stage not in STAGES for stage in stages):
             raise InvalidArgumentError(f"--stages takes stage numbers from 1 to 3 (1 = 1/2 resolution), got {','.join(map(str, stages)) or 'none'}")
-        self.layout = {"variant": variant, "middle_dim": middle_dim, "stages": tuple(stages)}
-        if variant in SCALABLE_VARIANTS:  # a file of its own beside the task's one-layer adapters
-            self.result_suffix = f"-{variant}"
+        chosen = {"middle_dim": middle_dim} if middle_dim is not None else {}
+        if "init" in found.make_config().to_metadata():
+            chosen["init"] = "reference"  # PyTorch's default init, as the reference code (not identity)
+        self.layout = {"method": found.name, "options": found.make_config(**chosen).to_metadata(), "stages": tuple(stages)}
+        if found.adapter_class().separate_file:  # a file of its own beside the task's SFMA adapters
+            self.result_suffix = f"-{found.name}"
         super().__init__(codec, q, task, data, recipe, options, **kwargs)
 
     def _build_codec(self, base: nn.Module) -> nn.Module:
         with torch.random.fork_rng():  # the adapters' initial weights from the recipe's seed alone
             torch.manual_seed(self.recipe.seed)
-            self.adapters = build_adapters(self.spec.name, self.q, init="reference", **self.layout, task=self.task)
+            layout = self.layout
+            options = {k: v for k, v in layout["options"].items() if k != "method"}
+            self.adapters = build_adapters(self.spec.name, self.q, method=layout["method"], stages=layout["stages"], options=options, task=self.task)
         return attach(base, self.spec.name, {self.task: self.adapters}, quality=self.q)
 
     @property
@@ -535,7 +540,7 @@ class Trainer(_Loop):
         return self.codec.base
 
     def forward(self, images: torch.Tensor, noise: SampleNoise) -> dict[str, Any]:
-        if is_scalable(self.adapters):  # rate of the base layer, machine picture from it
+        if self.adapters.layered:  # rate of the base layer, machine picture from it
             return scalable_training_forward(self.model, self.adapters, images, noise)
         return super().forward(images, noise)
 
@@ -549,7 +554,8 @@ class Trainer(_Loop):
         self.adapters.train()
 
     def config(self) -> dict[str, Any]:
-        return super().config() | {"variant": self.layout["variant"], "middle_dim": self.layout["middle_dim"], "stages": list(self.layout["stages"])}
+        options = {k: v for k, v in self.layout["options"].items() if k not in ("method", "init")}
+        return super().config() | {"variant": self.layout["method"], **options, "stages": list(self.layout["stages"])}
 
     @property
     def trained(self) -> nn.Module:
