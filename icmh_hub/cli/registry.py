@@ -12,6 +12,17 @@ from ..hub import index as registry
 from .options import index_option
 
 
+def _width(entry: registry.Entry) -> str:
+    """The adapters' d, for the methods that have one ("-" for the others, e.g. TransTIC)."""
+    from ..core.methods import get_method
+
+    try:
+        fields = get_method(entry.method).config.__dataclass_fields__
+    except KeyError:  # a method this icmh-hub does not know: show what the index says
+        fields = {"middle_dim"}
+    return str(entry.middle_dim) if "middle_dim" in fields else "-"
+
+
 def train_command(entry: registry.Entry) -> str:
     """The command that trains the adapters a recipe entry describes."""
     command = f"icmh-hub train --codec {entry.codec} --q {entry.q} --task {entry.task}"
@@ -19,7 +30,7 @@ def train_command(entry: registry.Entry) -> str:
         command += f" --lmbda {entry.lmbda:g}"
     if entry.method != "sfma":
         command += f" --method {entry.method}"
-    if entry.middle_dim != 64:
+    if _width(entry) not in ("64", "-"):
         command += f" --middle-dim {entry.middle_dim}"
     return command + " --data DIR --out DIR"
 
@@ -42,7 +53,7 @@ def list_command(codec: str | None, task: str | None, method: str | None, as_jso
     click.echo(f"{'id':<28} {'status':<10} {'lambda':>7} {'method':<9} {'d':>3} {'metrics':>7}  where")
     for e in entries:
         lmbda = f"{e.lmbda:g}" if e.lmbda is not None else "-"
-        click.echo(f"{e.id:<28} {e.status:<10} {lmbda:>7} {e.method:<9} {e.middle_dim:>3} {len(e.metrics):>7}  {e.where()}")
+        click.echo(f"{e.id:<28} {e.status:<10} {lmbda:>7} {e.method:<9} {_width(e):>3} {len(e.metrics):>7}  {e.where()}")
 
 
 def _metric_line(m: dict) -> str:
@@ -70,7 +81,7 @@ def _info_rows(entry: registry.Entry) -> list[tuple[str, object]]:
     rows: list[tuple[str, object]] = [
         ("entry", entry.id), ("status", entry.status), ("codec", f"{entry.codec} q{entry.q}"), ("task", entry.task),
         ("lambda", f"{entry.lmbda:g}" if entry.lmbda is not None else "-"), ("method", entry.method),
-        ("adapters", f"{entry.method}, d={entry.middle_dim}"),
+        ("adapters", f"{entry.method}, d={_width(entry)}"),
         *_url_rows("file", entry.where(), entry.source or {}),
         ("sha256", trust_note(entry.source, entry.sha256, entry)), ("size", f"{entry.size:,} bytes" if entry.size else "-"),
     ]

@@ -129,9 +129,10 @@ class SpatialModulation(nn.Module):
         self.up = nn.Conv2d(middle_dim, channels, 1)
 
     def hidden(self, projected: torch.Tensor) -> torch.Tensor:
-        """The branch before its last 1x1 convolution: ``relu(dw5x5(a) * b)`` (no autograd)."""
+        """The branch before its last 1x1 convolution: ``relu(dw5x5(a) * b)``."""
         a, b = projected.chunk(2, dim=1)
-        return self.dw(a).mul_(b).relu_()
+        gated = self.dw(a)
+        return (gated * b if torch.is_grad_enabled() else gated.mul_(b)).relu_()
 
     def recompute(self, projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The hidden features and what their backward needs besides them (``dw5x5(a)``)."""
@@ -179,9 +180,9 @@ class FrequencyModulation(nn.Module):
         self.up = nn.Conv2d(middle_dim, channels, 1)
 
     def hidden(self, projected: torch.Tensor) -> torch.Tensor:
-        """The branch before its last 1x1 convolution: ``relu(irfft2(gain * rfft2(z)))`` (no autograd)."""
+        """The branch before its last 1x1 convolution: ``relu(irfft2(gain * rfft2(z)))``."""
         spectrum, _, _, gain = self._gain(projected)
-        return self._filtered(projected, spectrum, gain, in_place=True)
+        return self._filtered(projected, spectrum, gain, in_place=not torch.is_grad_enabled())
 
     @staticmethod
     def _filtered(projected: torch.Tensor, spectrum: torch.Tensor, gain: torch.Tensor, in_place: bool) -> torch.Tensor:
@@ -353,8 +354,12 @@ class ParallelAdapter(nn.Module):
     In training (autograd on) the adapter keeps only its input: its activations are recomputed
     in backward, a few images and one branch at a time, and its gradients computed by hand
     (``grads``), which takes less memory and less time than autograd's graph of the same
-    operations (``benchmarks.training``).
+    operations. That is an optimisation branches opt into by defining ``recompute`` and
+    ``hidden_grads``; with a branch that does not (or ``manual_backward = False``) the adapter
+    trains with autograd through ``hidden`` and ``up``, the same numbers.
     """
+
+    manual_backward = True
 
     def __init__(self, channels: int, middle_dim: int, branches: tuple[str, ...]) -> None:
         super().__init__()
@@ -365,9 +370,18 @@ class ParallelAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parameters = list(self.parameters())
-        if _autograd_on(x, *parameters):
+        if not _autograd_on(x, *parameters):
+            return self._forward(x)
+        if self.manual_backward and all(hasattr(branch, "hidden_grads") for branch in self.branches):
             return _Recomputed.apply(x, self, *parameters)
-        return self._forward(x)
+        return self._autograd_forward(x)
+
+    def _autograd_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same sum with autograd recording every step (no hand-written backward)."""
+        out = x
+        for branch, part in zip(self.branches, _pointwise(self.down, x).split(self.widths, dim=1)):
+            out = out + _pointwise(branch.up, branch.hidden(part))
+        return out
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """The inference path (also the training forward, which keeps nothing of it)."""

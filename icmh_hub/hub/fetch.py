@@ -37,8 +37,14 @@ def _tic_reference() -> Converter:
     return Converter(convert_reference, CONVERTER_VERSION)
 
 
+def _transtic_reference() -> Converter:
+    from ..formats.reference import TRANSTIC_CONVERTER_VERSION, convert_transtic
+
+    return Converter(convert_transtic, TRANSTIC_CONVERTER_VERSION)
+
+
 # converter name in index entries -> a function giving the converter (imported when used)
-CONVERTERS: dict[str, Callable[[], Converter]] = {"tic-reference": _tic_reference}
+CONVERTERS: dict[str, Callable[[], Converter]] = {"tic-reference": _tic_reference, "transtic-reference": _transtic_reference}
 
 
 def fetch(entry: Entry) -> Path:
