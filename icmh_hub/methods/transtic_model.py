@@ -227,7 +227,8 @@ def _shapes(reference: bool) -> dict[str, tuple[int, ...]]:
 def _checked(given: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], what: str) -> None:
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
-    wrong = sorted(f"{k} {tuple(given[k].shape)} != {expected[k]}" for k in set(given) & set(expected) if tuple(given[k].shape) != expected[k])
+    shared = set(given) & set(expected)
+    wrong = sorted(f"{k} {tuple(given[k].shape)} != {expected[k]}" for k in shared if tuple(given[k].shape) != expected[k])
     if missing or unexpected or wrong:
         raise CheckpointError(
             f"{what} does not hold TransTIC's prompts (N=128, M=192, 16 tokens): {len(missing)} keys missing "
