@@ -33,9 +33,9 @@ CONVERTER = "tic-reference"
 CONVERTER_VERSION = 1
 TRANSTIC_CONVERTER = "transtic-reference"
 TRANSTIC_CONVERTER_VERSION = 1
-PROMPT_MARK = "prompt"  # in every key of what TransTIC trains
 TASKS = TASK_NAMES  # the released checkpoints' tasks
 SFMA_PREFIXES = ("encoder_sfmas.", "decoder_sfmas.")
+PROMPT_MARK = "prompt"  # in every key TransTIC adds to the base codec (and in no base key)
 _SIDES = {"encoder_sfmas": "encoder", "decoder_sfmas": "decoder"}
 _PARTS = ("s_down1", "s_down2", "s_dw", "s_up", "f_down", "f_dw", "f_inter", "f_up")
 # buffers CompressAI resizes to the checkpoint's when loading (entropy tables), and attention
@@ -55,9 +55,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def codec_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The base-codec part of a reference state_dict: its SFMA keys, and TransTIC's (every key
-    holding "prompt", what TransTIC trains), left out."""
-    return {k: v for k, v in state.items() if not k.startswith(SFMA_PREFIXES) and PROMPT_MARK not in k}
+    """The base-codec part of a reference state_dict: its adapters (SFMAs) and TransTIC prompts
+    left out, and the entropy bottleneck's parameters under CompressAI's current names
+    (TransTIC's files keep the older ``_matrix0`` / ``_bias0`` / ``_factor0``: CompressAI's own
+    ``remap_old_keys`` renames them, as its ``load_state_dict`` does)."""
+    from .._compressai import compressai  # noqa: F401  (first, without its import warning)
+    from compressai.models.utils import remap_old_keys
+
+    base = {k: v for k, v in state.items() if not k.startswith(SFMA_PREFIXES) and PROMPT_MARK not in k}
+    return dict(remap_old_keys("entropy_bottleneck", base))
 
 
 def differing_parameters(model: nn.Module, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> list[str]:
@@ -159,7 +165,7 @@ def check_embedded_base(state: Mapping[str, torch.Tensor], base: str | os.PathLi
     Entropy tables (buffers) are left out: ``update()`` recomputes them."""
     base = Path(base)
     model = get_codec(codec).build(q, pretrained=False)
-    expected = read_state_dict(base, f"{codec} q{q} base weights")
+    expected = codec_state(read_state_dict(base, f"{codec} q{q} base weights"))
     differing = differing_parameters(model, codec_state(state), expected)
     if differing:
         total = sum(1 for _ in model.parameters())
