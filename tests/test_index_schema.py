@@ -67,7 +67,7 @@ BAD_ENTRIES = [
     ({"size": -5}, "size", "whole number > 0"),
     ({"size": "big"}, "size", 'got "big"'),
     ({"middle_dim": 0}, "middle_dim", "whole number >= 1"),
-    ({"variant": 3}, "variant", "adapter variant"),
+    ({"variant": 3}, "variant", "adapter method"),
     ({"status": "done"}, "status", '"published" or "recipe"'),
     ({"notes": 5}, "notes", "a string"),
     ({"sha": "x"}, "sha", "unknown key"),

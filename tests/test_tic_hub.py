@@ -148,7 +148,7 @@ def test_first_use_is_recorded_and_the_converted_file_says_where_it_came_from(re
     assert f"converted file {sha256_of(converted)}" in out and "(base codec checked)" in out
     assert "fetched from " + release["server"].url + "/" + RELEASE + "/ckpt_det_level2.tar" in out
     assert "bd_rate = -55.14 on COCO val2017 (5000 images): the paper's figure" in out and "lambda      1\n" in out
-    listed = _icmh("list", "--codec", "tic", "--json")
+    listed = _icmh("list", "--codec", "tic", "--method", "sfma", "--json")
     assert sorted(e["id"] for e in json.loads(listed.stdout)) == sorted(f"tic/{t}/q{q}" for t in ("cls", "det", "seg") for q in range(1, 5))
 
 

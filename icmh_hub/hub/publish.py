@@ -22,13 +22,13 @@ def entry_for_file(adapter_file: str | os.PathLike, results: Iterable[Mapping[st
     if not task:
         raise AdapterFileError(f"{path} records no task; save it with save_adapters(..., task='cls') before pushing")
     return {
-        "id": f"{meta['codec']}/{task}/q{meta['quality']}",
+        "id": f"{meta['codec']}/{task}/q{meta['quality']}" + ("" if meta["method"] == "sfma" else f"/{meta['method']}"),
         "codec": meta["codec"],
         "task": task,
         "q": meta["quality"],
         "lmbda": info.get("lmbda"),
-        "variant": meta["variant"],
-        "middle_dim": meta["middle_dim"],
+        "variant": meta["method"],
+        "middle_dim": meta.get("middle_dim"),
         "status": "published",
         "source": None,
         "sha256": sha256_of(path),

@@ -15,26 +15,48 @@ map of the image for the prompted stages; the prompted stages get their forward 
 TransticPrompts' version, which runs the stage's own weights (nothing of the codec is copied
 or changed). With another task or none active, every stage runs its own forward: the base TIC,
 bit for bit.
+
+One more difference, TransTIC's own: its TIC runs shifted windows with Swin's shift mask, while
+Adapt-ICMH's (ours, for the human picture and SFMA) runs them without. The prompts were trained
+on the masked computation, so while TransTIC is active every stage with shifted windows
+(hyperprior included: encoder and decoder compute the same entropy parameters) runs masked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..codecs.tic_model import SwinBlock, set_shift_masks
 from ..core.adapter_set import AdapterSet
 from ..core.methods import MethodConfig
 from ..core.spec import CodecSpec
+from ..errors import AttachError
 from .transtic_config import TransticConfig
 from .transtic_model import TransticPrompts
 
 GENERATOR_POINT = "g_a0"  # its input is the (padded) image the prompt generator reads
 ENCODER_STAGES = ("g_a1", "g_a3")
 DECODER_STAGES = ("g_s0", "g_s2", "g_s4", "g_s6")
-POINTS = (GENERATOR_POINT, *ENCODER_STAGES, *DECODER_STAGES)
+MASKED_STAGES = ("g_a5", "g_a7", "h_a1", "h_s2")  # no prompts, but shifted windows (h_a3, h_s0 never shift)
+POINTS = (GENERATOR_POINT, *ENCODER_STAGES, *MASKED_STAGES, *DECODER_STAGES)
+
+
+@contextlib.contextmanager
+def shift_masked(stage: nn.Module) -> Iterator[None]:
+    """``stage``'s shifted windows run with Swin's shift mask inside the block (TransTIC's TIC)."""
+    blocks = [m for m in stage.modules() if isinstance(m, SwinBlock)]
+    before = [block.masked for block in blocks]
+    set_shift_masks(stage, True)
+    try:
+        yield
+    finally:
+        for block, flag in zip(blocks, before):
+            block.masked = flag
 
 
 class TransticAdapters(AdapterSet):
@@ -67,14 +89,17 @@ class TransticAdapters(AdapterSet):
         return None
 
     def adapt_forward(self, path: str, module: nn.Module, forward: Callable[..., Any], x: torch.Tensor) -> torch.Tensor:
-        if path in ENCODER_STAGES:
+        with shift_masked(module):
+            if path in MASKED_STAGES:
+                return forward(x)
+            if path in DECODER_STAGES:
+                return self.prompts.decoder_stage(path, module, x)
             if self._context is None:
-                raise RuntimeError(f"TransTIC's {path} ran before g_a0 gave it the image's prompts; run g_a as a whole")
+                raise AttachError(f"TransTIC's {path} ran before g_a0 gave it the image's prompts; run g_a as a whole")
             context = self._context
             if path == ENCODER_STAGES[-1]:
                 self._context = None  # the pass is done with it
             return self.prompts.encoder_stage(path, module, x, context)
-        return self.prompts.decoder_stage(path, module, x)
 
 
 def adapters_from_reference(state: Mapping[str, torch.Tensor], q: int, **info: Any) -> TransticAdapters:
