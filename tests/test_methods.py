@@ -177,3 +177,19 @@ def test_files_written_by_icmh_hub_0_1_still_load(tmp_path):
     assert loaded.layout() == adapters.layout()
     for a, b in zip(loaded.state_dict().values(), adapters.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_transtic_trains_its_prompts_only_on_a_frozen_tic(tmp_path):
+    """``train --method transtic``: every tensor named prompt trains, nothing of the codec does."""
+    data = make_class_folder(tmp_path / "cls", classes=1, per_class=2)
+    trainer = Trainer("tic", 1, "cls", data, method="transtic", steps=1, batch_size=1, crop=64, progress=False,
+                      checkpoint_every=0, out_dir=tmp_path / "run", pretrained=False,
+                      features=task_features("cls", load_model("cls")))
+    base_before = {k: v.clone() for k, v in trainer.codec.base.state_dict().items()}
+    prompts_before = {k: v.clone() for k, v in trainer.adapters.state_dict().items()}
+    path = trainer.fit()
+    assert path.name.endswith("-transtic.safetensors") and load_adapters(path).method == "transtic"
+    assert all(torch.equal(base_before[k], v) for k, v in trainer.codec.base.state_dict().items())
+    changed = [k for k, v in trainer.adapters.state_dict().items() if not torch.equal(prompts_before[k], v)]
+    assert any(k.startswith("prompts.decoder") for k in changed) and any(k.startswith("prompts.generator") for k in changed)
+    assert not any("running_" in k for k in changed)  # the generator's BatchNorm statistics stay as they were
