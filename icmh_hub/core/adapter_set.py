@@ -28,8 +28,6 @@ from .variants import AdapterConfig
 if TYPE_CHECKING:
     import torch
 
-    from .attach import AdaptedCodec
-
 STAGES = (1, 2, 3)
 
 
@@ -92,13 +90,13 @@ class AdapterSet(nn.Module):
         """The module's output computed the method's way (``forward`` is the module's own)."""
         raise NotImplementedError(f"{type(self).__name__} attaches no point by replacing a forward")
 
-    def codec_forward(self, codec: "AdaptedCodec", x: "torch.Tensor") -> dict[str, Any]:
+    def codec_forward(self, codec: Any, x: "torch.Tensor") -> dict[str, Any]:
         return codec.base(x)
 
-    def codec_compress(self, codec: "AdaptedCodec", x: "torch.Tensor") -> dict[str, Any]:
+    def codec_compress(self, codec: Any, x: "torch.Tensor") -> dict[str, Any]:
         return codec.base.compress(x)
 
-    def codec_decompress(self, codec: "AdaptedCodec", strings: Any, shape: Any, **kwargs: Any) -> dict[str, Any]:
+    def codec_decompress(self, codec: Any, strings: Any, shape: Any, **kwargs: Any) -> dict[str, Any]:
         return codec.base.decompress(strings, shape, **kwargs)
 
     # -- description --------------------------------------------------------------------------

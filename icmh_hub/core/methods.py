@@ -24,12 +24,9 @@ import dataclasses
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from ..errors import AdapterFileError, InvalidArgumentError, unknown_name
-
-if TYPE_CHECKING:
-    from .adapter_set import AdapterSet
 
 DEFAULT_METHOD = "sfma"
 
@@ -69,11 +66,12 @@ class Method:
 
     name: str
     config: type[MethodConfig]
-    adapters: "type[AdapterSet] | str" = field(repr=False)
+    adapters: type | str = field(repr=False)  # an AdapterSet subclass, or "module:Class" naming one
     description: str = ""
     codecs: tuple[str, ...] = ()
 
-    def adapter_class(self) -> "type[AdapterSet]":
+    def adapter_class(self) -> type:
+        """The method's AdapterSet subclass (imported now if named as "module:Class")."""
         if not isinstance(self.adapters, str):
             return self.adapters
         module, _, name = self.adapters.partition(":")
@@ -96,7 +94,7 @@ _METHODS: dict[str, Method] = {}
 
 
 def register_method(
-    name: str, config: type[MethodConfig], adapters: "type[AdapterSet] | str", description: str = "",
+    name: str, config: type[MethodConfig], adapters: type | str, description: str = "",
     codecs: tuple[str, ...] = (), replace: bool = False,
 ) -> Method:
     """Declare a method; ``replace=True`` to overwrite an existing name on purpose."""

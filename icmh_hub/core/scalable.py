@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,8 +40,6 @@ from .methods import MethodConfig
 from .spec import CodecSpec, check_scalable, get_codec
 from .variants import DECODER_ADAPTERS, ScalableConfig
 
-if TYPE_CHECKING:
-    from .attach import AdaptedCodec
 
 LAYERS = ("base", "full")
 # CompressAI's rANS encoder writes its final state (two 32-bit words) into a buffer of one word per
@@ -91,13 +89,13 @@ class ScalableAdapters(AdapterSet):
         """The coding mask (bool, the shape of y) for these scale indexes and means."""
         return self.mask_generator.decide(self.mask_generator.features(indexes, means))
 
-    def codec_forward(self, codec: "AdaptedCodec", x: torch.Tensor) -> dict[str, Any]:
+    def codec_forward(self, codec: Any, x: torch.Tensor) -> dict[str, Any]:
         return forward_layers(codec.base, self, x)
 
-    def codec_compress(self, codec: "AdaptedCodec", x: torch.Tensor) -> dict[str, Any]:
+    def codec_compress(self, codec: Any, x: torch.Tensor) -> dict[str, Any]:
         return compress_layers(codec.base, self, x)
 
-    def codec_decompress(self, codec: "AdaptedCodec", strings: Any, shape: Any, layer: str = "base", **kwargs: Any) -> dict[str, Any]:
+    def codec_decompress(self, codec: Any, strings: Any, shape: Any, layer: str = "base", **kwargs: Any) -> dict[str, Any]:
         """The machine picture from the base layer, or with ``layer="full"`` the human one from both
         (the decoder adapters off)."""
         with codec.using(None if layer == "full" else codec.task):
