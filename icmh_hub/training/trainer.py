@@ -316,10 +316,14 @@ class _Loop:
         on whether any rank failed, then backward and step; at the end, whether any rank was asked
         to stop (``stop_requested()``: a signal during this step stops every rank after it). The
         loss is the mean over ranks of their means over equal slices: the global batch's mean."""
-        loss, error = None, None
+        loss, error, images = None, None, None
         local = torch.zeros(3, device=self.device)
         try:
             images = fetch().to(self.device, non_blocking=True)
+        except Exception as exc:  # a bad image: agreed on before the forward, which may wait for the other ranks
+            error = exc
+        distributed.agree(error, self.world, f"loading the images of step {self.step}")
+        try:
             self.optimizer.zero_grad(set_to_none=True)
             loss, parts = self.step_module(images, self.noise(len(images)))
             local = torch.stack([loss.detach(), parts["bpp"], parts["distortion"]]).float()
