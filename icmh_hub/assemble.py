@@ -27,6 +27,7 @@ from ._io import read_state_dict
 from .core.adapter_set import AdapterSet, build_adapters
 from .core.attach import AdaptedCodec, attach
 from .core.spec import CodecSpec, get_codec
+from .core.names import check_name, check_names
 from .core.tasks import HUMAN
 from .errors import AdapterMismatchError, CheckpointError, DownloadError, IcmhError, InvalidArgumentError
 from .formats.adapter_files import load_adapters
@@ -119,7 +120,7 @@ def load(
     """
     spec = get_codec(codec)
     spec.check_quality(q)
-    tasks = [task] if isinstance(task, str) else list(task or [])
+    tasks = check_names("task", task)
     if pretrained:
         adapters = {name: registry_adapters(spec.name, name, q, lmbda, revision, index, variant) for name in tasks}
     else:
@@ -146,6 +147,8 @@ def build_codec(
     ``task`` None or "human" without an adapter gives the plain codec."""
     spec = get_codec(codec)
     spec.check_quality(q)
+    if task is not None:
+        check_name("task", task)
     if task == HUMAN:
         if adapter is not None:
             raise InvalidArgumentError("an adapter was given with task 'human'; drop one of them (human vision uses no adapters)")
