@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,7 +98,8 @@ class ImageFolder(Dataset):
     def load(self, path: Path) -> torch.Tensor:
         """The image at ``path``, its size checked from the header before its pixels are decoded."""
         try:
-            with Image.open(path) as image:
+            with warnings.catch_warnings(), Image.open(path) as image:  # Pillow's bomb warning: checked here instead
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 check_pixels(image.height, image.width, MAX_TRAINING_PIXELS, str(path), " for a training image")
                 return pil_to_tensor(image.convert("RGB")).float() / 255
         except ImageTooLargeError as exc:
