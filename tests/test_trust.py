@@ -4,7 +4,6 @@ that answers with chosen bytes, Content-Length and pace."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,7 +18,6 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from icmh_hub import build_adapters, save_adapters
 from icmh_hub._io import sha256_of
 from icmh_hub.cli import main
 from icmh_hub.core.spec import get_codec
@@ -28,7 +26,7 @@ from icmh_hub.hub.fetch import fetch
 from icmh_hub.hub.index import find_by_sha256, get_entry
 from icmh_hub.hub.transport import DEADLINE_ENV, trust_records, url_target
 
-from .file_server import FileServer
+from .test_registry import adapter_file, web, write_index  # noqa: F401  (web: a fixture)
 
 CODEC, Q = "mbt2018-mean", 1
 
@@ -76,29 +74,9 @@ def canned():
     server.server_close()
 
 
-@pytest.fixture
-def web(tmp_path):
-    folder = tmp_path / "www"
-    folder.mkdir()
-    server = FileServer(folder).start()
-    yield folder, server.url
-    server.stop()
-
-
-def adapter_file(path: Path, task: str = "cls", seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    return save_adapters(build_adapters(CODEC, Q, middle_dim=4, init="reference"), path, task=task, lmbda=1.8)
-
-
 def url_entry(url: str, task: str = "cls", sha256: str | None = None, entry_id: str | None = None) -> dict:
     return {"id": entry_id or f"url/{task}", "codec": CODEC, "task": task, "q": Q, "middle_dim": 4, "status": "published",
             "sha256": sha256, "source": {"kind": "url", "url": url}}
-
-
-def write_index(folder: Path, entries, bases=()) -> Path:
-    path = folder / "index.json"
-    path.write_text(json.dumps({"entries": list(entries), "base_codecs": list(bases)}))
-    return path
 
 
 def download(index: Path, entry: str = "url/cls"):

@@ -98,8 +98,10 @@ class ImageFolder(Dataset):
     def load(self, path: Path) -> torch.Tensor:
         """The image at ``path``, its size checked from the header before its pixels are decoded."""
         try:
-            with warnings.catch_warnings(), Image.open(path) as image:  # Pillow's bomb warning: checked here instead
+            with warnings.catch_warnings():  # Pillow's bomb warning: the size is checked here instead
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(path)
+            with image:
                 check_pixels(image.height, image.width, MAX_TRAINING_PIXELS, str(path), " for a training image")
                 return pil_to_tensor(image.convert("RGB")).float() / 255
         except ImageTooLargeError as exc:
