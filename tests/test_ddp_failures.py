@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from icmh_hub.core.distributed import TIMEOUT_ENV
-from icmh_hub.training.data import ImageFolder
+from icmh_hub.errors import DataError
+from icmh_hub.training.data import ImageFolder, step_loader, worker_error
 
 from .test_distributed import TRAIN, start_ranks
 
@@ -64,3 +65,15 @@ def test_a_bad_image_at_step_1_stops_both_ranks_naming_it(tmp_path):
 @pytest.mark.parametrize("step", [0, 2, "random"])
 def test_a_bad_image_at_any_step_stops_both_ranks_naming_it(tmp_path, step):
     _fails_on_every_rank(tmp_path, random.randrange(3, 6) if step == "random" else step)
+
+
+def test_a_loader_workers_error_is_one_line_naming_the_file(tmp_path):
+    """With --workers, the error comes back from a worker process with its traceback inside its
+    message; what the ranks exchange and print is its own line."""
+    bad = _data(tmp_path / "data", 0)
+    batches = iter(step_loader(ImageFolder(tmp_path / "data", 64, SEED), BATCH, 0, 1, workers=1, rank=1, world=2))
+    with pytest.raises(DataError) as caught:
+        next(batches)
+    assert "Traceback" in str(caught.value)  # what DataLoader hands back
+    line = str(worker_error(caught.value))
+    assert line.startswith(f"cannot read image {bad} (") and "\n" not in line and "Traceback" not in line, line

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.functional import pil_to_tensor
 
 from .._io import is_partial
-from ..errors import DataError, ImageTooLargeError, InvalidArgumentError, MissingFileError
+from ..errors import DataError, IcmhError, ImageTooLargeError, InvalidArgumentError, MissingFileError
 from ..formats.images import IMAGE_SUFFIXES, check_pixels
 
 Key = tuple[int, int]  # (epoch, position in that epoch's order)
@@ -134,6 +134,15 @@ class StepBatches(Sampler[list[Key]]):
         for step in range(self.start, self.stop):
             first = step * self.batch_size + self.offset
             yield [divmod(i, self.num_items) for i in range(first, first + self.share)]
+
+
+def worker_error(error: Exception) -> Exception:
+    """``error`` as one line. A DataLoader worker's error is raised again in the training process
+    with the worker's whole traceback in its message; ours keep only their own last line."""
+    text = str(error).strip()
+    if isinstance(error, IcmhError) and "Original Traceback" in text:
+        return type(error)(text.splitlines()[-1].split(": ", 1)[-1])
+    return error
 
 
 def step_loader(dataset: ImageFolder, batch_size: int, start: int, stop: int, workers: int = 0, rank: int = 0,

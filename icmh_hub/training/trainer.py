@@ -56,7 +56,7 @@ from ..core.variants import ALL_VARIANTS, SCALABLE_VARIANTS
 from ..errors import CheckpointError, InvalidArgumentError, MissingFileError, OutputExistsError, TrainingError, unknown_name
 from ..hub.card import write_card
 from ..hub.index import IndexSpec
-from .data import MAX_CROP, MAX_TRAINING_PIXELS, ImageFolder, files_digest, step_loader
+from .data import MAX_CROP, MAX_TRAINING_PIXELS, ImageFolder, files_digest, step_loader, worker_error
 from .forward import SampleNoise, supports_training_forward, training_forward
 from .frozen import frozen_layers
 from .recipes import DEFAULT_RECIPE, Recipe, get_recipe
@@ -321,7 +321,7 @@ class _Loop:
         try:
             images = fetch().to(self.device, non_blocking=True)
         except Exception as exc:  # a bad image: agreed on before the forward, which may wait for the other ranks
-            error = exc
+            error = worker_error(exc)
         distributed.agree(error, self.world, f"loading the images of step {self.step}")
         try:
             self.optimizer.zero_grad(set_to_none=True)
