@@ -19,9 +19,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, MissingFileError, OutputExistsError
+from .errors import CheckpointError, IcmhError, InvalidArgumentError, MissingFileError, OutputExistsError
 
 PARTIAL_SUFFIX = ".partial"
+MAX_JSON_DEPTH = 32  # far beyond any index, trust record or adapter metadata we write
 _CHECKPOINT_WRAPPERS = ("state_dict", "model")  # keys under which training scripts nest the weights
 
 
@@ -81,9 +82,58 @@ def atomic_write_json(target: str | os.PathLike, data: Any) -> Path:
     return Path(target)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return found
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether lists and objects nest more than ``limit`` deep (walked without recursion)."""
+    level, depth = [data], 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        level = [v for item in level for v in (item.values() if isinstance(item, dict) else item) if isinstance(v, (dict, list))]
+    return False
+
+
+def parse_json(text: str | bytes, what: str, error: type[IcmhError] = InvalidArgumentError) -> Any:
+    """JSON from a file someone else may have written (an index, trust.json, adapter metadata).
+
+    A syntax error, a key twice in one object (the last would silently win) or lists and objects
+    nested more than ``MAX_JSON_DEPTH`` deep is refused with ``error``: one line that names
+    ``what``, never a RecursionError."""
+    too_deep = False
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise error(f"{what} has the key {json.dumps(exc.args[0])[:80]} twice in one object; keep one") from None
+    except RecursionError:
+        too_deep = True
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise error(f"{what} is not readable JSON ({' '.join(str(exc).split())[:200]}); fix or replace it") from None
+    if too_deep or _deeper_than(data, MAX_JSON_DEPTH):
+        raise error(f"{what} nests lists or objects more than {MAX_JSON_DEPTH} deep; it is not a file icmh-hub wrote")
+    return data
+
+
 def is_partial(path: Path) -> bool:
     """Whether ``path`` is an unfinished atomic write (never an input)."""
     return path.name.startswith(".") and path.name.endswith(PARTIAL_SUFFIX)
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file starts with its header's length (8 bytes) and the header's ``{``."""
+    with open(path, "rb") as handle:
+        return handle.read(9)[8:] == b"{"
 
 
 def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict[str, Any]:
@@ -94,7 +144,7 @@ def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict[str,
     if not path.is_file():
         raise MissingFileError(f"{what} file {str(path)!r} does not exist")
     try:
-        if path.name.endswith(".safetensors"):
+        if path.name.endswith(".safetensors") or _looks_like_safetensors(path):
             from safetensors.torch import load_file
 
             state = load_file(str(path))

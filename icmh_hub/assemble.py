@@ -29,6 +29,7 @@ from .core.attach import AdaptedCodec, attach
 from .core.identity import base_digest
 from .core.methods import DEFAULT_METHOD, get_method
 from .core.spec import CodecSpec, get_codec
+from .core.names import check_name, check_names
 from .core.tasks import HUMAN
 from .errors import AdapterMismatchError, BitstreamError, CheckpointError, DownloadError, IcmhError, InvalidArgumentError
 from .formats.adapter_files import load_adapters
@@ -125,7 +126,7 @@ def load(
     spec = get_codec(codec)
     spec.check_quality(q)
     method = _one_method(method, variant)
-    tasks = [task] if isinstance(task, str) else list(task or [])
+    tasks = check_names("task", task)
     if pretrained:
         adapters = {name: registry_adapters(spec.name, name, q, lmbda, revision, index, method) for name in tasks}
     else:
@@ -152,6 +153,8 @@ def build_codec(
     ``task`` None or "human" without an adapter gives the plain codec."""
     spec = get_codec(codec)
     spec.check_quality(q)
+    if task is not None:
+        check_name("task", task)
     if task == HUMAN:
         if adapter is not None:
             raise InvalidArgumentError("an adapter was given with task 'human'; drop one of them (human vision uses no adapters)")

@@ -233,12 +233,15 @@ def decompress_command(ctx, inputs, output, adapter, force_task, layer, max_pixe
     the machine picture from its base layer; a stripped file holds only the latter.
     """
     from ..coding import Decoder, read_bitstream
+    from ..core.names import check_name
     from ..core.tasks import HUMAN
     from ..formats.images import tensor_to_pil
 
     sources = expand_inputs(inputs, (SUFFIX,))
     targets = output_paths(sources, output, ".png")
     refuse_inputs_as_outputs(sources, targets)
+    if force_task is not None:
+        check_name("task", force_task)
     decoder = Decoder(adapter, force_task, max_pixels=max_pixels)
 
     def work(source: Path, target: Path) -> list[str]:

@@ -35,6 +35,7 @@ from ..errors import ImageFileError, ImageTooLargeError
 
 # the image files icmh-hub reads anywhere (compress, training data, evaluation folders)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm")
+MAX_SIDE = 1 << 16  # pixels per side of a coded image (formats.bitstream's header limit)
 _READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
 
 
@@ -73,7 +74,12 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None, why: str 
 
 
 def check_pixels(height: int, width: int, max_pixels: int, name: str, why: str = "") -> None:
-    """Raise ImageTooLargeError if ``height`` x ``width`` is more than ``max_pixels``."""
+    """Raise ImageTooLargeError if ``height`` x ``width`` is more than ``max_pixels``, or a side is
+    longer than ``MAX_SIDE`` (what a .icmh header holds; checked before anything is coded)."""
+    if max(height, width) > MAX_SIDE:
+        side = "wide" if width > MAX_SIDE else "tall"
+        raise ImageTooLargeError(f"{name}: {width}x{height} is too {side}: a side may have at most {MAX_SIDE} pixels "
+                                 "(the .icmh format's limit); crop or resize it")
     pixels = height * width
     if pixels > max_pixels:
         raise ImageTooLargeError(

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import IntegrityError, MissingFileError, RegistryError, unknown_name
+from .._io import read_state_dict
+from ..errors import CheckpointError, DownloadError, IntegrityError, MissingFileError, RegistryError, unknown_name
 from . import transport
 from .index import BaseEntry, Entry, local_path
 
@@ -81,10 +82,30 @@ def _fetch_source(source: Mapping[str, Any], sha256: str | None, size: int | Non
             raise MissingFileError(f"{what}: file {path} named by {origin} does not exist; put it there or fix the index")
         transport.verify(path, sha256, size, what=what, remove=False)
         return path
-    download = transport.fetch_url(source["url"], sha256=sha256, name=source.get("name"))
+    download = transport.fetch_url(source["url"], sha256=sha256, name=source.get("name"),
+                                   check=lambda path: check_weights_file(path, source["url"]))
     if size is not None and download.stat().st_size != size:
         transport.verify(download, None, size, what=what)
     return download
+
+
+def check_weights_file(path: Path, url: str) -> None:
+    """Refuse (DownloadError) a download that is not weights: neither a safetensors file nor a
+    torch checkpoint holding a state_dict of tensors (loaded with weights_only=True). An HTML
+    page served with status 200, or a body cut short, is caught here before it is trusted."""
+    import torch
+
+    try:
+        state = read_state_dict(path, "downloaded")
+        if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError("not a state_dict of tensors")
+    except CheckpointError:
+        head = path.read_bytes()[:64].lstrip().lower()
+        what = "an HTML page" if head.startswith((b"<!doctype html", b"<html", b"<")) else "no weights file"
+        raise DownloadError(
+            f"{url} sent {what} ({path.stat().st_size:,} bytes), not a safetensors file or a torch checkpoint of "
+            "weights; nothing was recorded or kept. Check the URL (a login or error page?) or the mirror, then retry"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- converted files
@@ -103,7 +124,7 @@ def converted_target(download: Path, converter: str, task: str | None) -> Path:
 
 
 def _converted_key(entry: Entry) -> str:
-    return f"converted:{(entry.source or {}).get('url')}#{entry.task}"
+    return transport.converted_key((entry.source or {}).get("url"), entry.task, entry.sha256)
 
 
 def _converter(name: str) -> Converter:

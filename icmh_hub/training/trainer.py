@@ -56,7 +56,7 @@ from ..core.spec import get_codec
 from ..errors import CheckpointError, InvalidArgumentError, MissingFileError, OutputExistsError, TrainingError, unknown_name
 from ..hub.card import write_card
 from ..hub.index import IndexSpec
-from .data import ImageFolder, step_loader
+from .data import MAX_CROP, MAX_TRAINING_PIXELS, ImageFolder, files_digest, step_loader, worker_error
 from .forward import SampleNoise, supports_training_forward, training_forward
 from .frozen import frozen_layers
 from .recipes import DEFAULT_RECIPE, Recipe, get_recipe
@@ -98,7 +98,7 @@ class TrainOptions:
             ("steps", self.steps, lambda v: v >= 1, "at least 1"),
             ("epochs", self.epochs, lambda v: v >= 1, "at least 1"),
             ("batch-size", self.batch_size, lambda v: v >= 1, "at least 1"),
-            ("crop", self.crop, lambda v: v >= 1, "a positive number of pixels"),
+            ("crop", self.crop, lambda v: 1 <= v <= MAX_CROP, f"1 to {MAX_CROP} pixels (a training image holds at most {MAX_TRAINING_PIXELS:,})"),
             ("lr", self.lr, lambda v: math.isfinite(v) and v > 0, "a positive number"),
             ("lmbda", self.lmbda, lambda v: math.isfinite(v) and v > 0, "a positive number"),
             ("checkpoint-every", self.checkpoint_every, lambda v: v >= 0, "0 (only at the end and on Ctrl-C) or more steps"),
@@ -316,10 +316,14 @@ class _Loop:
         on whether any rank failed, then backward and step; at the end, whether any rank was asked
         to stop (``stop_requested()``: a signal during this step stops every rank after it). The
         loss is the mean over ranks of their means over equal slices: the global batch's mean."""
-        loss, error = None, None
+        loss, error, images = None, None, None
         local = torch.zeros(3, device=self.device)
         try:
             images = fetch().to(self.device, non_blocking=True)
+        except Exception as exc:  # a bad image: agreed on before the forward, which may wait for the other ranks
+            error = worker_error(exc)
+        distributed.agree(error, self.world, f"loading the images of step {self.step}")
+        try:
             self.optimizer.zero_grad(set_to_none=True)
             loss, parts = self.step_module(images, self.noise(len(images)))
             local = torch.stack([loss.detach(), parts["bpp"], parts["distortion"]]).float()
@@ -402,7 +406,7 @@ class _Loop:
     def config(self) -> dict[str, Any]:
         """What must match for a checkpoint to be resumed by this run."""
         return {"kind": self.kind, "codec": self.spec.name, "q": self.q, "task": self.task, "total_steps": self.total_steps,
-                "base_digest": self.base_digest} | self.recipe.as_dict()
+                "base_digest": self.base_digest, "data": files_digest(self.dataset.root, self.dataset.files)} | self.recipe.as_dict()
 
     result_suffix = ""  # of the result file's name
 
@@ -442,6 +446,8 @@ class _Loop:
         checkpoint = distributed.broadcast(checkpoint, self.world)
         saved = json.loads(checkpoint["config"])
         ours = self.config()
+        if "data" not in saved:  # written before the data set was recorded
+            ours.pop("data")
         different = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
         if different:
             detail = ", ".join(f"{k}: {saved.get(k)!r} there, {ours.get(k)!r} now" for k in different[:4])
