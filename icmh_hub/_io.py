@@ -96,7 +96,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _deeper_than(data: Any, limit: int) -> bool:
     """Whether lists and objects nest more than ``limit`` deep (walked without recursion)."""
-    level, depth = [data], 0
+    level, depth = ([data] if isinstance(data, (dict, list)) else []), 0
     while level:
         depth += 1
         if depth > limit:

@@ -193,3 +193,19 @@ def test_transtic_trains_its_prompts_only_on_a_frozen_tic(tmp_path):
     changed = [k for k, v in trainer.adapters.state_dict().items() if not torch.equal(prompts_before[k], v)]
     assert any(k.startswith("prompts.decoder") for k in changed) and any(k.startswith("prompts.generator") for k in changed)
     assert not any("running_" in k for k in changed)  # the generator's BatchNorm statistics stay as they were
+
+
+@pytest.mark.parametrize("info", ['{"task": "\\u001b[2Jcls"}', '{"task": "../../x"}', "[" * 100_000 + "]" * 100_000,
+                                  '{"task": "cls", "task": "det"}', '"cls"'])
+def test_hostile_adapter_metadata_is_refused_with_one_line(tmp_path, info):
+    """Escape sequences or paths as task names, absurd nesting and duplicate keys: our error."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = save_adapters(build_adapters("mbt2018-mean", 1, middle_dim=4, task="cls"), tmp_path / "a.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        meta, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+    save_file(tensors, str(path), metadata=meta | {"info": info})
+    with pytest.raises(AdapterFileError) as caught:
+        load_adapters(path)
+    assert "\n" not in str(caught.value) and "\x1b" not in str(caught.value)

@@ -27,9 +27,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .._io import atomic_path, sha256_of
+from .._io import atomic_path, parse_json, sha256_of
 from ..core.adapter_set import AdapterSet
 from ..core.methods import Method, get_method
+from ..core.names import NAME_RULE, is_name
 from ..core.spec import CodecSpec, get_codec
 from ..errors import AdapterFileError, IcmhError
 
@@ -83,10 +84,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} has adapter format version {version}, this icmh-hub reads version "
             f"{FORMAT_VERSION}; upgrade icmh-hub (git pull, then pip install -e .) or re-save the adapters"
         )
-    try:
-        meta = {key: json.loads(value) for key, value in raw.items() if key not in ("format", "format_version")}
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise AdapterFileError(f"{path} has damaged adapter metadata ({type(exc).__name__}); re-download or re-save it") from None
+    meta = {key: parse_json(value, f"{path}: adapter metadata {key}", AdapterFileError)
+            for key, value in raw.items() if key not in ("format", "format_version")}
     missing = [key for key in _REQUIRED if key not in meta] + ([] if "method" in meta or "variant" in meta else ["method"])
     if missing:
         raise AdapterFileError(f"{path} has damaged adapter metadata (no {', '.join(missing)}); re-download or re-save it")
@@ -94,6 +93,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if meta.get("variant", meta["method"]) != meta["method"]:
         raise _bad(path, meta, "variant", f"it repeats method={meta['method']!r}")
     meta.setdefault("info", {})
+    task = meta["info"].get("task") if isinstance(meta["info"], dict) else None
+    if not isinstance(meta["info"], dict) or (task is not None and not is_name(task)):
+        raise _bad(path, meta, "info", f"an object whose task, if any, has {NAME_RULE}")
     return meta
 
 
