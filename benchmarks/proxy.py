@@ -333,7 +333,8 @@ def shipped_entry(config: Config, task: str, q: int, variant: str, target: Path,
     return {"id": f"{DEMO_CODEC}/{task}/q{q}{suffix}", "codec": DEMO_CODEC, "task": task, "q": q,
             "lmbda": config.lmbda(task, q), "variant": variant, "middle_dim": config.middle_dim, "status": "published",
             "source": {"kind": "local", "path": target.relative_to(SHIP.parent).as_posix()},
-            "sha256": sha256_of(target), "size": target.stat().st_size, "metrics": metrics, "notes": notes}
+            "sha256": sha256_of(target), "size": target.stat().st_size, "metrics": metrics, "notes": notes,
+            "task_model": f"proxy-{task}"}
 
 
 def ship(config: Config, work: Path, bases: dict[int, Path], rows: dict, results: dict) -> None:

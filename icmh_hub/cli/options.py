@@ -10,3 +10,6 @@ index_option = click.option(
     "--index", "index", multiple=True, metavar="PATH|hf://ORG/NAME[@REV]/FILE.json",
     help=f"Extra index merged over the built-in one (repeatable; also ${INDEX_ENV}).",
 )
+
+TASK_MODEL_HELP = ("Recognition model (its feature distortion and accuracy): resnet50 (cls default, IMAGENET1K_V1), "
+                   "efficientnet-lite0, proxy-cls, proxy-seg, or one you registered (icmh_hub.register_task_model).")

@@ -38,10 +38,11 @@ def list_command(codec: str | None, task: str | None, as_json: bool, index: tupl
     if not entries:
         click.echo("no entries match; `icmh-hub list` without filters shows them all")
         return
-    click.echo(f"{'id':<28} {'status':<10} {'lambda':>7} {'variant':<9} {'d':>3} {'metrics':>7}  where")
+    click.echo(f"{'id':<28} {'status':<10} {'lambda':>7} {'variant':<9} {'d':>3} {'task model':<18} {'metrics':>7}  where")
     for e in entries:
         lmbda = f"{e.lmbda:g}" if e.lmbda is not None else "-"
-        click.echo(f"{e.id:<28} {e.status:<10} {lmbda:>7} {e.variant:<9} {e.middle_dim:>3} {len(e.metrics):>7}  {e.where()}")
+        click.echo(f"{e.id:<28} {e.status:<10} {lmbda:>7} {e.variant:<9} {e.middle_dim:>3} {e.task_model or '-':<18} "
+                   f"{len(e.metrics):>7}  {e.where()}")
 
 
 def _metric_line(m: dict) -> str:
@@ -69,6 +70,7 @@ def _info_rows(entry: registry.Entry) -> list[tuple[str, object]]:
     rows: list[tuple[str, object]] = [
         ("entry", entry.id), ("status", entry.status), ("codec", f"{entry.codec} q{entry.q}"), ("task", entry.task),
         ("lambda", f"{entry.lmbda:g}" if entry.lmbda is not None else "-"), ("adapters", f"{entry.variant}, d={entry.middle_dim}"),
+        ("task model", entry.task_model or "not recorded"),
         *_url_rows("file", entry.where(), entry.source or {}),
         ("sha256", trust_note(entry.source, entry.sha256, entry)), ("size", f"{entry.size:,} bytes" if entry.size else "-"),
     ]
