@@ -1,0 +1,33 @@
+"""benchmarks.real_photo_experiment's statistics: per-crop means with standard errors, and BD
+figures with paired-bootstrap standard errors (the training itself runs in the benchmark)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("bjontegaard")
+from benchmarks.real_photo_experiment import bd_with_se, summary  # noqa: E402
+
+
+def test_summary_reports_mean_and_standard_error_per_crop():
+    values = {"bpp": np.array([0.1, 0.3]), "agreement": np.array([1.0, 0.0])}
+    out = summary(values)
+    assert out["bpp"] == pytest.approx(0.2) and out["bpp_se"] == pytest.approx(0.1)
+    assert out["agreement"] == 50.0 and out["agreement_se"] == pytest.approx(50.0)  # in percent
+
+
+def test_bd_figures_carry_bootstrap_standard_errors():
+    rng = np.random.default_rng(0)
+    crops = 200
+    rates = (0.2, 0.4, 0.8, 1.6)
+    accuracy = (0.3, 0.55, 0.75, 0.9)
+
+    def curve(rate_factor: float) -> list[dict[str, np.ndarray]]:
+        return [{"bpp": rate * rate_factor * rng.uniform(0.8, 1.2, crops), "agreement": (rng.random(crops) < a).astype(float)}
+                for rate, a in zip(rates, accuracy)]
+
+    table = bd_with_se({"base": curve(1.0), "sfma": curve(0.7)}, draws=40)
+    sfma = table["sfma"]
+    assert sfma["bd_rate"] < -10  # 30% fewer bits at the same agreement, up to sampling noise
+    assert sfma["bd_rate_se"] > 0 and sfma["bd_agreement_se"] > 0 and sfma["bd_rate_bootstrap_draws"] >= 32
