@@ -84,6 +84,7 @@ class Config:
     full_lr: float = 1e-4
     middle_dim: int = 16
     naive_dim: int = 56  # about the same parameters as SFMA at d=16 (both counted in the results)
+    codec_device: str = "cpu"  # where the base codecs train (each chain in its own process)
     task_lambdas: tuple[tuple[str, tuple[float, ...]], ...] = (("cls", (2.0, 8.0, 32.0, 128.0)), ("seg", (2.0, 8.0, 32.0, 128.0)))  # 4x apart, as the codec lambdas
     seed: int = 0
 
@@ -164,11 +165,11 @@ def train_codec_chain(config: Config, train: ProxyBatch, folder: Path, chain: tu
         generator = torch.Generator().manual_seed(config.seed + q)
 
         def batches(step: int) -> torch.Tensor:
-            return train.images[torch.randint(0, len(train.images), (config.codec_batch,), generator=generator)]
+            return train.images[torch.randint(0, len(train.images), (config.codec_batch,), generator=generator)].to(config.codec_device)
 
         started = time.time()
-        model = train_codec(model, batches, CODEC_LAMBDAS[q], steps, lr=lr, milestones=(int(steps * 0.8),),
-                            log=_every(2000, f"codec q{q}"))
+        model = train_codec(model.to(config.codec_device), batches, CODEC_LAMBDAS[q], steps, lr=lr, milestones=(int(steps * 0.8),),
+                            log=_every(2000, f"codec q{q}")).cpu()
         previous = half_precision(model)
         save_file(previous, str(paths[q]))
         log(f"base codec q{q} (lambda {CODEC_LAMBDAS[q]}, {steps} steps) trained in {time.time() - started:.0f} s")

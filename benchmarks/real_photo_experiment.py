@@ -37,7 +37,7 @@ from torchvision.io import decode_image
 from benchmarks import proxy
 from benchmarks.real_photos import build as build_photos
 from icmh_hub.coding import code
-from icmh_hub.core.task_models import build_task_model, get_task_model, task_model_features
+from icmh_hub.core.task_models import get_task_model, task_model_features
 from icmh_hub.core.tasks import get_task
 from icmh_hub.evaluation.plots import plot_rate_accuracy
 from icmh_hub.hub.index import INDEX_ENV
@@ -63,17 +63,17 @@ class Crops:
 
 
 @torch.no_grad()
-def per_crop(codec, crops: torch.Tensor, classifier, features, reference: dict, chunk: int = 16) -> dict[str, np.ndarray]:
+def per_crop(codec, crops: torch.Tensor, features, reference: dict, chunk: int = 16) -> dict[str, np.ndarray]:
     """Per-crop bpp (real bitstreams), agreement with the uncompressed top-1, feature distortion
-    (the training D of each crop) and PSNR."""
+    (the training D of each crop) and PSNR; the classifier's logits and features in one pass."""
     out: dict[str, list[float]] = {"bpp": [], "agreement": [], "distortion": [], "psnr": []}
     for start in range(0, len(crops), chunk):
         images = crops[start : start + chunk].to(_device(codec))
         coded = code(codec, images, estimate=False)
         x_hat = coded.x_hat
         out["bpp"] += [b / coded.pixels for b in coded.bits]
-        out["agreement"] += (classifier(x_hat).argmax(1).cpu() == reference["top1"][start : start + chunk]).float().tolist()
-        decoded = features(x_hat)
+        logits, decoded = features.net.with_output(x_hat)
+        out["agreement"] += (logits.argmax(1).cpu() == reference["top1"][start : start + chunk]).float().tolist()
         levels = [(f - r.to(f.device)).pow(2).flatten(1).mean(1) for f, r in zip(decoded, reference["features"](start, chunk))]
         out["distortion"] += (get_task(features.task).level_weight * torch.stack(levels).sum(0)).cpu().tolist()
         out["psnr"] += (-10 * torch.log10((x_hat - images).pow(2).flatten(1).mean(1))).cpu().tolist()
@@ -85,13 +85,13 @@ def _device(module: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def reference_of(crops: torch.Tensor, classifier, features, device: torch.device) -> dict[str, Any]:
+def reference_of(crops: torch.Tensor, features, device: torch.device) -> dict[str, Any]:
     """The classifier's top-1 and the feature maps of the uncompressed held-out crops."""
     top1, maps = [], []
     for start in range(0, len(crops), 16):
-        images = crops[start : start + 16].to(device)
-        top1.append(classifier(images).argmax(1).cpu())
-        maps.append([f.cpu() for f in features(images)])
+        logits, levels = features.net.with_output(crops[start : start + 16].to(device))
+        top1.append(logits.argmax(1).cpu())
+        maps.append([f.cpu() for f in levels])
     levels = [torch.cat(level) for level in zip(*maps)]
     return {"top1": torch.cat(top1), "features": lambda start, count: [level[start : start + count] for level in levels]}
 
@@ -151,15 +151,14 @@ def _parallel(function, arguments: list[tuple]) -> list:
 
 
 def measure_rows(rows: dict[int, dict[str, Path]], held: torch.Tensor, device: torch.device) -> tuple[dict, dict]:
-    classifier = build_task_model(TASK_MODEL).to(device)
     features = task_model_features(TASK_MODEL, task=TASK).to(device)
-    reference = reference_of(held, classifier, features, device)
+    reference = reference_of(held, features, device)
     per: dict[str, list[dict[str, np.ndarray]]] = {row: [] for row in ROWS}
     for q in proxy.QUALITIES:
         for row in ROWS:
             started = time.time()
             codec = proxy.row_codec(row, TASK, q, rows[q].get(row)).to(device)
-            per[row].append(per_crop(codec, held, classifier, features, reference))
+            per[row].append(per_crop(codec, held, features, reference))
             proxy.log(f"measured {row} q{q} on {len(held)} crops in {time.time() - started:.0f} s: {summary(per[row][-1])}")
     curves = {row: [{"q": q + 1, **summary(p)} for q, p in enumerate(points)] for row, points in per.items()}
     return curves, per
@@ -225,7 +224,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every training length (smoke runs)")
     parser.add_argument("--limit", type=int, help="measure the first N held-out crops only (smoke runs)")
     args = parser.parse_args()
-    run(CONFIG.scaled(args.scale), args.work, args.docs, args.device, args.limit)
+    config = dataclasses.replace(CONFIG.scaled(args.scale), codec_device=args.device)
+    run(config, args.work, args.docs, args.device, args.limit)
 
 
 if __name__ == "__main__":

@@ -117,10 +117,14 @@ class LayerTap(nn.Module):
         return keep
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.with_output(x)[1]
+
+    def with_output(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(the model's own output, e.g. a classifier's logits; the layers' outputs) from one pass."""
         self._outputs = {}
-        self.model(x)
+        output = self.model(x)
         outputs, self._outputs = self._outputs, {}
-        return [outputs[name] for name in self.layers]
+        return output, [outputs[name] for name in self.layers]
 
 
 def task_model_features(name: str, weights: Weights = "DEFAULT", task: str | None = None) -> TaskFeatures:
