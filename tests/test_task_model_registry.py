@@ -20,6 +20,8 @@ from icmh_hub.evaluation.classification import ClassificationData, classify
 from icmh_hub.evaluation.run import build_task_model as eval_task_model
 from icmh_hub.training.recipes import get_recipe
 
+from .test_train import images  # noqa: F401  (the small image-folder fixture)
+
 
 class TwoBlocks(nn.Module):
     def __init__(self) -> None:
@@ -127,3 +129,15 @@ def test_cli_eval_with_a_named_task_model_on_unlabelled_photos(tmp_path):
     bad = CliRunner().invoke(main, ["eval", "--codec", "mbt2018-mean", "--q", "1", "--task", "cls", "--data", str(tmp_path),
                                     "--no-pretrained", "--task-model", "proxy-seg", "--human"])
     assert bad.exit_code != 0 and "is a seg model" in bad.output
+
+
+def test_trainer_trains_with_a_named_task_model_and_records_it(images, tmp_path):  # noqa: F811
+    from icmh_hub import Trainer, read_metadata
+    from icmh_hub.core.task_models import LayerTap
+
+    run = Trainer("mbt2018-mean", 1, "cls", images, steps=1, batch_size=2, crop=64, pretrained=False, progress=False,
+                  checkpoint_every=0, middle_dim=8, out_dir=tmp_path, task_model="proxy-cls")
+    assert isinstance(run.features.net, LayerTap)
+    path = run.fit()
+    training = read_metadata(path)["info"]["training"]
+    assert training["task_model"] == "proxy-cls" and training["task_weights"] is None  # random: pretrained=False
