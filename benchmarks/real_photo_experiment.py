@@ -46,6 +46,7 @@ TASK, TASK_MODEL = "cls", "efficientnet-lite0"
 ROWS = ("base", "sfma", "naive", "full")
 DOCS = proxy.ROOT / "docs" / "real_photos"
 BOOTSTRAP = 200
+UNUSED = ("train_images", "test_images", "task_steps")  # proxy.Config fields this experiment has no use for
 
 CONFIG = dataclasses.replace(proxy.Config(), size=128, codec_steps=3000, codec_finetune_steps=1200, codec_batch=8,
                              adapter_steps=300, adapter_batch=8)  # lambdas: calibrated() once the codecs exist
@@ -192,7 +193,7 @@ def run(config: proxy.Config, work: Path, docs: Path, device: str, limit: int | 
     curves, per = measure_rows(rows, held.images, torch.device(device))
     timings["measure"] = round(time.time() - started) - timings["codecs"] - timings["adapters"]
     results = {"task_model": TASK_MODEL, "accuracy": "top-1 agreement with the classifier's top-1 on the uncompressed crop (no labels)",
-               "config": dataclasses.asdict(config), "device": device, "heldout_crops": len(held.names),
+               "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in UNUSED}, "device": device, "heldout_crops": len(held.names),
                "photographs": manifest["photographs"], "curves": curves, "bd": bd_with_se(per), "bd_method": proxy.BD_METHOD,
                "bootstrap": BOOTSTRAP, "seconds": timings | {"total": round(time.time() - started)}}
     docs.mkdir(parents=True, exist_ok=True)
