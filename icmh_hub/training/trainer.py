@@ -420,7 +420,8 @@ class _Loop:
     def config(self) -> dict[str, Any]:
         """What must match for a checkpoint to be resumed by this run."""
         return {"kind": self.kind, "codec": self.spec.name, "q": self.q, "task": self.task, "total_steps": self.total_steps,
-                "base_digest": self.base_digest} | self.recipe.as_dict()
+                "base_digest": self.base_digest} | self.recipe.as_dict() | (
+                    {"task_model": self.options.task_model} if self.options.task_model else {})  # only when named: older checkpoints stay resumable
 
     result_suffix = ""  # of the result file's name
 
