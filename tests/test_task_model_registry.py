@@ -126,6 +126,12 @@ def test_cli_eval_with_a_named_task_model_on_unlabelled_photos(tmp_path):
     measured = json.loads(out.read_text())
     assert measured["task_model"] == "proxy-cls" and measured["images"] == 2
     assert "uncompressed" in measured["top1_of"] and "uncompressed" in result.output
+    curves = tmp_path / "sweep.json"
+    swept = CliRunner().invoke(main, ["sweep", "--codec", "mbt2018-mean", "--qualities", "1", "--task", "cls", "--data", str(tmp_path),
+                                      "--no-pretrained", "--task-model", "proxy-cls", "--size", "64", "--no-bitstream",
+                                      "--json", str(curves)])
+    assert swept.exit_code == 0, swept.output
+    assert "uncompressed" in json.loads(curves.read_text())["top1_of"] and "task model proxy-cls" in swept.output
     bad = CliRunner().invoke(main, ["eval", "--codec", "mbt2018-mean", "--q", "1", "--task", "cls", "--data", str(tmp_path),
                                     "--no-pretrained", "--task-model", "proxy-seg", "--human"])
     assert bad.exit_code != 0 and "is a seg model" in bad.output

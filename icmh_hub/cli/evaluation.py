@@ -224,7 +224,7 @@ def sweep_command(qualities, codec, task, data, adapter_pattern, metric, rate, m
     out["task_model"] = _task_model_name(task, o)
     if not world.main:
         return
-    click.echo(f"task model {out['task_model']}")
+    click.echo(f"task model {out['task_model']}" + (f"; top1 = {out['top1_of']}" if "top1_of" in out else ""))
     for name in ("base", "adapted"):
         click.echo(f"{name}: " + ", ".join(f"q{p['q']} {p[rate]:.4f} bpp / {p[out['metric']]:.2f}" for p in out[name]))
     if "bd_error" in out:
