@@ -26,6 +26,7 @@ _EXPORTS = {
     "AdapterSet": "core.adapter_set", "build_adapters": "core.adapter_set",
     "CodecSpec": "core.spec", "get_codec": "core.spec", "list_codecs": "core.spec", "register_codec": "core.spec",
     "TaskFeatures": "core.recognition", "build_classifier": "core.recognition", "build_detector": "core.recognition",
+    "register_task_model": "core.task_models", "build_task_model": "core.task_models", "task_model_names": "core.task_models",
     "load_adapters": "formats.adapter_files", "read_metadata": "formats.adapter_files", "save_adapters": "formats.adapter_files",
     "convert_reference": "formats.reference",
     "Entry": "hub.index", "find_by_sha256": "hub.index", "list_entries": "hub.index", "resolve": "hub.index",
@@ -67,6 +68,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .core.recognition import TaskFeatures, build_classifier, build_detector
     from .core.spec import CodecSpec, get_codec, list_codecs, register_codec
     from .core.methods import MethodConfig, get_method, list_methods, register_method
+    from .core.task_models import build_task_model, register_task_model, task_model_names
     from .core.variants import VARIANTS
     from .errors import (
         AdapterFileError, AdapterMismatchError, AttachError, BDError, BitstreamError, CheckpointError, DataError,

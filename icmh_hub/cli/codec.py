@@ -18,9 +18,9 @@ from typing import Any
 
 import click
 
-from .options import method_option
 from ..errors import IcmhError, InvalidArgumentError, MissingFileError, OutputError, OutputExistsError
 from ..formats.bitstream import SUFFIX
+from .options import method_option
 from .main import one_line
 
 

@@ -11,6 +11,9 @@ index_option = click.option(
     help=f"Extra index merged over the built-in one (repeatable; also ${INDEX_ENV}).",
 )
 
+TASK_MODEL_HELP = ("Recognition model (its feature distortion and accuracy): resnet50 (cls default, IMAGENET1K_V1), "
+                   "efficientnet-lite0, proxy-cls, proxy-seg, or one you registered (icmh_hub.register_task_model).")
+
 
 def method_option(default: str | None = None, help: str = "Adapter method (`icmh-hub methods`); default: the registry's SFMA entries."):
     """``--method NAME`` (``--variant`` is its 0.1 name) among the registered methods; checked before torch loads."""

@@ -51,10 +51,11 @@ def list_command(codec: str | None, task: str | None, method: str | None, as_jso
     if not entries:
         click.echo("no entries match; `icmh-hub list` without filters shows them all")
         return
-    lines = [f"{'id':<28} {'status':<10} {'lambda':>7} {'method':<9} {'d':>3} {'metrics':>7}  where"]
+    lines = [f"{'id':<28} {'status':<10} {'lambda':>7} {'method':<9} {'d':>3} {'task model':<18} {'metrics':>7}  where"]
     for e in entries:
         lmbda = f"{e.lmbda:g}" if e.lmbda is not None else "-"
-        lines.append(f"{e.id:<28} {e.status:<10} {lmbda:>7} {escaped(e.method):<9} {_width(e):>3} {len(e.metrics):>7}  {escaped(e.where())}")
+        lines.append(f"{e.id:<28} {e.status:<10} {lmbda:>7} {escaped(e.method):<9} {_width(e):>3} {escaped(e.task_model or '-'):<18} "
+                     f"{len(e.metrics):>7}  {escaped(e.where())}")
     click.echo("\n".join(lines))  # one write: a line at a time costs seconds for a large index
 
 
@@ -83,7 +84,7 @@ def _info_rows(entry: registry.Entry) -> list[tuple[str, object]]:
     rows: list[tuple[str, object]] = [
         ("entry", entry.id), ("status", entry.status), ("codec", f"{entry.codec} q{entry.q}"), ("task", entry.task),
         ("lambda", f"{entry.lmbda:g}" if entry.lmbda is not None else "-"), ("method", entry.method),
-        ("adapters", f"{entry.method}, d={_width(entry)}"),
+        ("adapters", f"{entry.method}, d={_width(entry)}"), ("task model", entry.task_model or "not recorded"),
         *_url_rows("file", entry.where(), entry.source or {}),
         ("sha256", trust_note(entry.source, entry.sha256, entry)), ("size", f"{entry.size:,} bytes" if entry.size else "-"),
     ]

@@ -67,6 +67,7 @@ class Entry:
     size: int | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
     notes: str = ""
+    task_model: str | None = None  # the recognition model trained for (None: not recorded)
     origin: str = ""
     base: BaseEntry | None = None
     overrides: str = ""
@@ -75,7 +76,7 @@ class Entry:
     def to_dict(self) -> dict[str, Any]:
         """The entry as it is written in an index file (no origin, base or override notes)."""
         data = asdict(self)
-        return {key: data[key] for key in schema.ENTRY_KEYS}
+        return {key: data[key] for key in schema.ENTRY_KEYS if key != "task_model" or data[key] is not None}
 
     @property
     def key(self) -> tuple[str, str, int, float | None, str]:

@@ -22,7 +22,8 @@ STATUSES = ("published", "recipe")
 SOURCE_KINDS = ("hub", "url", "local")
 METRIC_SOURCES = ("measured", "paper")
 FILE_KEYS = ("entries", "base_codecs")
-ENTRY_KEYS = ("id", "codec", "task", "q", "lmbda", "variant", "middle_dim", "status", "source", "sha256", "size", "metrics", "notes")
+ENTRY_KEYS = ("id", "codec", "task", "q", "lmbda", "variant", "middle_dim", "status", "source", "sha256", "size", "metrics", "notes",
+              "task_model")
 BASE_KEYS = ("codec", "q", "source", "sha256", "size")
 _REQUIRED = ("id", "codec", "task", "q", "status")
 _BASE_REQUIRED = ("codec", "q", "source")
@@ -79,6 +80,7 @@ _ENTRY_RULES: dict[str, Rule] = {
     "sha256": (lambda v: isinstance(v, str) and bool(_SHA256.match(v)), "64 hexadecimal characters, or null"),
     "size": (_whole(1), "the file's size in bytes (a whole number > 0), or null"),
     "notes": (lambda v: isinstance(v, str), "a string"),
+    "task_model": (_text, 'the recognition model the adapters were trained for, such as "efficientnet-lite0", or null'),
 }
 _SOURCE_RULES: dict[str, Rule] = {
     "kind": (_one_of(SOURCE_KINDS), " or ".join(f'"{k}"' for k in SOURCE_KINDS)),

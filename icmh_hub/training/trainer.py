@@ -52,6 +52,7 @@ from ..core.attach import attach
 from ..core.identity import base_digest
 from ..core.rate import estimated_bpp
 from ..core.recognition import TaskFeatures
+from ..core.task_models import default_task_model, task_model_features
 from ..core.spec import get_codec
 from ..errors import CheckpointError, InvalidArgumentError, MissingFileError, OutputExistsError, TrainingError, unknown_name
 from ..hub.card import write_card
@@ -78,6 +79,7 @@ class TrainOptions:
     lr: float | None = None
     seed: int | None = None
     task_weights: str | None = None
+    task_model: str | None = None  # a registered task model (core.task_models); None: the task's default
     steps: int | None = None  # replaces the recipe's length
     device: str | None = None  # default: CUDA when available (under torchrun: GPU LOCAL_RANK)
     out_dir: str | Path = "runs/train"
@@ -238,15 +240,31 @@ class _Loop:
         self.base = build_base(self.spec.name, self.q, self.options.pretrained, self.options.index)
         self.base_digest = base_digest(self.base)
         self.codec = self._build_codec(self.base).to(self.device)
-        weights = self.recipe.task_weights if self.options.pretrained else None
         with torch.random.fork_rng():  # a random task model (no weights) from the recipe's seed too
             torch.manual_seed(self.recipe.seed)
-            self.features = (self.custom_features or TaskFeatures(self.task, weights=weights)).to(self.device)
+            self.features = (self.custom_features or self._task_features()).to(self.device)
         params = list(self.trainable())
         if not params:
             raise TrainingError("nothing to train: no trainable parameters")
         self.optimizer = torch.optim.Adam(params, lr=self.recipe.lr)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, self.milestone_steps(), self.recipe.gamma)
+
+    def task_weights(self) -> str | None:
+        """The recognition model's weights: the recipe's for the task's default model, the named
+        model's own ("DEFAULT") unless --task-weights says otherwise; None (random) untrained."""
+        if not self.options.pretrained:
+            return None
+        return (self.options.task_weights or "DEFAULT") if self.options.task_model else self.recipe.task_weights
+
+    def _task_features(self) -> TaskFeatures:
+        if self.options.task_model:
+            return task_model_features(self.options.task_model, self.task_weights(), task=self.task)
+        return TaskFeatures(self.task, weights=self.task_weights())
+
+    def task_model_name(self) -> str:
+        if self.custom_features is not None:
+            return "custom"
+        return self.options.task_model or default_task_model(self.task) or f"torchvision {self.task} R50-FPN"
 
     def _build_codec(self, base: nn.Module) -> nn.Module:
         return base
@@ -406,7 +424,8 @@ class _Loop:
     def config(self) -> dict[str, Any]:
         """What must match for a checkpoint to be resumed by this run."""
         return {"kind": self.kind, "codec": self.spec.name, "q": self.q, "task": self.task, "total_steps": self.total_steps,
-                "base_digest": self.base_digest, "data": files_digest(self.dataset.root, self.dataset.files)} | self.recipe.as_dict()
+                "base_digest": self.base_digest, "data": files_digest(self.dataset.root, self.dataset.files)} | self.recipe.as_dict() | (
+                    {"task_model": self.options.task_model} if self.options.task_model else {})  # only when named: older checkpoints stay resumable
 
     result_suffix = ""  # of the result file's name
 
@@ -484,7 +503,8 @@ class _Loop:
             else "codec's own train() forward (noise likelihoods and decoder)",
             "pretrained": self.options.pretrained,
             "base_digest": self.base_digest,
-            "task_model": self.recipe.task_weights if self.custom_features is None else "custom",
+            "task_model": self.task_model_name(),
+            "task_weights": self.task_weights() if self.custom_features is None else "custom",
             "amp": self.options.amp,
             "world_size": self.world.size,
             "batch_per_rank": self.recipe.batch_size // self.world.size,
