@@ -26,7 +26,7 @@ _EXPORTS = {
     "load_adapters": "formats.adapter_files", "read_metadata": "formats.adapter_files", "save_adapters": "formats.adapter_files",
     "convert_reference": "formats.reference",
     "Entry": "hub.index", "find_by_sha256": "hub.index", "list_entries": "hub.index", "resolve": "hub.index",
-    "load": "assemble", "build_base": "assemble",
+    "load": "assemble", "build_base": "assemble", "from_hub": "assemble",
     "encode": "coding", "decode": "coding",
     "Recipe": "training.recipes", "get_recipe": "training.recipes",
     "FullFinetuner": "training.trainer", "Trainer": "training.trainer", "TrainOptions": "training.trainer",
@@ -56,7 +56,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from .assemble import build_base, load
+    from .assemble import build_base, from_hub, load
     from .coding import decode, encode
     from .core.adapter_set import AdapterSet, build_adapters
     from .core.adapters import Adapter, count_parameters

@@ -8,6 +8,7 @@ import click
 
 from ..core.tasks import TASK_NAMES
 from ..errors import OutputExistsError
+from .options import threads_option
 
 
 @click.command("convert")
@@ -17,6 +18,7 @@ from ..errors import OutputExistsError
 @click.option("--task", type=click.Choice(TASK_NAMES), required=True, help="Task the adapters were trained for.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Adapter file to write (.safetensors).")
 @click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@threads_option
 def convert_command(checkpoint: str, codec: str, quality: int, task: str, output: str, force: bool) -> None:
     """Convert a reference TIC-SFMA CHECKPOINT (.pth.tar) into an adapter file.
 

@@ -77,7 +77,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if version != str(FORMAT_VERSION):
         raise AdapterFileError(
             f"{path} has adapter format version {version}, this icmh-hub reads version "
-            f"{FORMAT_VERSION}; upgrade icmh-hub (pip install -U icmh-hub) or re-save the adapters"
+            f"{FORMAT_VERSION}; upgrade icmh-hub (in its clone: git pull, then pip install -e .) or re-save the adapters"
         )
     try:
         meta = {key: json.loads(raw[key]) for key in _LAYOUT_KEYS}

@@ -121,10 +121,11 @@ def download_hub_file(repo_id: str, filename: str, revision: str | None = None) 
     where = f"{filename} from {repo_id}" + (f"@{revision}" if revision else "")
     try:
         # HF_ENDPOINT / HF_HUB_CACHE / HF_HUB_OFFLINE are read now, not when huggingface_hub was imported
-        return Path(hf_hub_download(
+        with quiet_hub():
+            return Path(hf_hub_download(
             repo_id, filename, revision=revision, endpoint=os.environ.get("HF_ENDPOINT") or None,
-            cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=offline(),
-        ))
+                cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=offline(),
+            ))
     except LocalEntryNotFoundError:
         reason = "HF_HUB_OFFLINE is set" if offline() else "the Hub could not be reached"
         raise DownloadError(
@@ -285,6 +286,26 @@ class _RestartLimited(io.BufferedWriter):
         return super().truncate(size)
 
 
+# huggingface_hub's http_get retries a connection that fails before any data came 5 times, a
+# second apart; 0 fails at once. Once data flows it resumes dropped connections as before.
+_NO_RETRY_BEFORE_DATA = {"_nb_retries": 0}
+
+
+@contextlib.contextmanager
+def quiet_hub() -> Iterator[None]:
+    """huggingface_hub's log lines (a warning per retry, "Max retries exceeded.") held back in
+    the block: what failed is raised as one DownloadError line instead. Progress bars stay."""
+    import logging
+
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _download(url: str, target: Path) -> None:
     """Stream ``url`` to ``target`` with huggingface_hub's downloader (progress bar, resumed after
     a dropped connection), through a temporary file beside it that is renamed into place only
@@ -293,8 +314,8 @@ def _download(url: str, target: Path) -> None:
 
     via = f" (${MIRROR_ENV} is set)" if os.environ.get(MIRROR_ENV, "").strip() else ""
     try:
-        with atomic_path(target) as temporary, _RestartLimited(temporary, url) as handle:
-            http_get(url, handle, displayed_filename=target.name)
+        with atomic_path(target) as temporary, _RestartLimited(temporary, url) as handle, quiet_hub():
+            http_get(url, handle, displayed_filename=target.name, **_NO_RETRY_BEFORE_DATA)
     except DownloadError:
         raise
     except _transport_errors() as exc:
