@@ -73,8 +73,9 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None, why: str 
 
 
 def pixel_count(pixels: int) -> str:
-    """A number of pixels for people: "6.2 MP" from one megapixel on, "1,000 pixels" below."""
-    return f"{pixels / 1e6:.1f} MP" if pixels >= 1_000_000 else f"{pixels:,} pixels"
+    """A number of pixels for people: "6.2 MP", or "1,000 pixels" below 0.1 MP (where one
+    decimal of MP would round to nothing)."""
+    return f"{pixels / 1e6:.1f} MP" if pixels >= 100_000 else f"{pixels:,} pixels"
 
 
 def check_pixels(height: int, width: int, max_pixels: int, name: str, why: str = "") -> None:
