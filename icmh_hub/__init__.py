@@ -3,7 +3,7 @@ machines as well, attached at runtime and removable bit for bit.
 
 The public names below are imported on first use (PEP 562), so ``import icmh_hub`` (and the
 CLI's light commands) start without torch; the built-in codec families are declared at once.
-The package's layers and their import rule: README, "How the code is laid out".
+The package's layers and their import rule: docs/layout.md.
 """
 
 from __future__ import annotations

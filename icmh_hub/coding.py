@@ -62,8 +62,7 @@ KEPT_CODECS = 2  # codecs a Decoder keeps between files (the least recently buil
 MEMORY_BUDGET_MB = 8000
 FIXED_MB = 1200  # Python, torch and a codec's weights: the most benchmarks.memory measured, rounded up
 # Peak memory of compress or decompress (the larger, task adapters on, at the family's widest
-# quality), MB per megapixel, measured by benchmarks.memory and rounded up to 50 (README, "Memory
-# and the pixel limit").
+# quality), MB per megapixel, measured by benchmarks.memory and rounded up to 50 (docs/memory.md).
 MB_PER_MEGAPIXEL: dict[str, int] = {
     "mbt2018-mean": 950, "bmshj2018-hyperprior": 950, "mbt2018": 1000, "cheng2020-anchor": 950,
     "cheng2020-attn": 1100, "elic2022": 950, "tic": 2200, "mbt2018-mean-demo": 650,
