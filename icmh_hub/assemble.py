@@ -177,5 +177,7 @@ def from_hub(
 
     adapters = load_adapters(fetch_hub_adapter(repo_id, filename, revision, sha256=sha256, retrust=retrust))
     if q is not None and q != adapters.quality:
-        raise AdapterMismatchError(f"{repo_id}/{filename} holds adapters for {adapters.codec} q{adapters.quality}, not q{q}; drop q or give the matching file")
+        raise AdapterMismatchError(
+            f"{repo_id}/{filename} holds adapters for {adapters.codec} q{adapters.quality}, not q{q}; drop q or give the matching file"
+        )
     return build_codec(adapters.codec, adapters.quality, task, adapters, pretrained=pretrained, index=index)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import click
 
@@ -58,7 +59,7 @@ def _local_adapter(ctx: click.Context, param: click.Parameter, value: str | None
     return str(fetch_hub_adapter(repo_id, path, revision))
 
 
-def adapter_option(help: str) -> callable:
+def adapter_option(help: str) -> Callable[[Callable], Callable]:
     """``--adapter FILE`` or ``--adapter hf://ORG/NAME[@REVISION]/PATH`` (a file in a Hub repo)."""
     return click.option("--adapter", metavar="FILE|hf://ORG/NAME[@REV]/PATH", callback=_local_adapter,
                         help=f"{help} A Hub file as hf://ORG/NAME[@REVISION]/PATH works too.")
