@@ -109,7 +109,7 @@ def publish(target: Path, write: Callable[[Path], None], force: bool) -> None:
         raise OutputError(f"{target}: cannot write it ({exc.strerror or exc}); check that its folder is writable") from None
 
 
-def check_name(target: Path) -> None:
+def check_name_length(target: Path) -> None:
     """A file name longer than file systems allow is one clear error (not ENAMETOOLONG from deep inside)."""
     size = len(os.fsencode(target.name))
     if size > NAME_MAX:
@@ -149,7 +149,7 @@ def _run_all(
         for source, target in bar:
             start = time.perf_counter()
             try:
-                check_name(target)
+                check_name_length(target)
                 if target.exists() and not force:
                     raise OutputExistsError(f"{target} exists; pass --force to replace it")
                 row = work(source, target)
