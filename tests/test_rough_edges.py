@@ -29,6 +29,7 @@ from icmh_hub.hub.publish import push_adapter
 
 FAST = ["--codec", "mbt2018-mean", "--q", "1", "--no-pretrained"]
 ROOT = Path(__file__).resolve().parents[1]
+PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # this checkout first
 
 
 def _run(*args):
@@ -78,7 +79,7 @@ WRITE_EVERYTHING = textwrap.dedent("""
 @pytest.mark.parametrize("umask, mode", [("022", 0o644), ("077", 0o600)])
 def test_every_file_written_gets_the_umasks_mode(tmp_path, umask, mode):
     done = subprocess.run([sys.executable, "-c", WRITE_EVERYTHING, umask, str(tmp_path)], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+                          env=dict(os.environ, PYTHONPATH=PYTHONPATH), timeout=300)
     assert done.returncode == 0, done.stderr
     written = ["a.safetensors", "README.md", "plot.png", "x.icmh", "x.png"]
     assert {name: oct((tmp_path / name).stat().st_mode & 0o777) for name in written} == {name: oct(mode) for name in written}
@@ -89,7 +90,7 @@ def test_every_file_written_gets_the_umasks_mode(tmp_path, umask, mode):
 
 
 def _download_tic(mirror: str, cache: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), ICMH_HUB_CACHE=str(cache), ICMH_HUB_URL_MIRROR=mirror)
+    env = dict(os.environ, PYTHONPATH=PYTHONPATH, ICMH_HUB_CACHE=str(cache), ICMH_HUB_URL_MIRROR=mirror)
     env.pop("HF_HUB_OFFLINE", None)
     return subprocess.run([sys.executable, "-m", "icmh_hub.cli", "download", "tic/det/q2"], capture_output=True, text=True,
                           env=env, timeout=120)
