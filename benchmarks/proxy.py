@@ -381,7 +381,7 @@ def bd_rows(curves: dict[str, list[dict[str, Any]]], bd: dict[str, dict], metric
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The results as the README shows them: one table per task, BD figures against the base."""
+    """The results as docs/proxy-experiment.md shows them: one table per task, BD figures against the base."""
     lines = []
     for task, curves in results["curves"].items():
         metric = METRICS[task]
@@ -401,7 +401,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def plot_task(curves: dict[str, list[dict[str, float]]], task: str, config: Config, out: Path) -> Path:
-    """Rate-accuracy curves of every row (accuracy in %), as the README shows them."""
+    """Rate-accuracy curves of every row (accuracy in %), as docs/proxy-experiment.md shows them."""
     metric = METRICS[task]
     return plot_rate_accuracy(
         {n: {"rate": [p["bpp"] for p in c], "metric": [100 * p[metric] for p in c], "q": [p["q"] for p in c]} for n, c in curves.items()},

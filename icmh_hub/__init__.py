@@ -3,7 +3,7 @@ machines as well, attached at runtime and removable bit for bit.
 
 The public names below are imported on first use (PEP 562), so ``import icmh_hub`` (and the
 CLI's light commands) start without torch; the built-in codec families are declared at once.
-The package's layers and their import rule: README, "How the code is laid out".
+The package's layers and their import rule: docs/layout.md.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ _EXPORTS = {
     "load_adapters": "formats.adapter_files", "read_metadata": "formats.adapter_files", "save_adapters": "formats.adapter_files",
     "convert_reference": "formats.reference",
     "Entry": "hub.index", "find_by_sha256": "hub.index", "list_entries": "hub.index", "resolve": "hub.index",
-    "load": "assemble", "build_base": "assemble",
+    "load": "assemble", "build_base": "assemble", "from_hub": "assemble",
     "encode": "coding", "decode": "coding",
     "Recipe": "training.recipes", "get_recipe": "training.recipes",
     "FullFinetuner": "training.trainer", "Trainer": "training.trainer", "TrainOptions": "training.trainer",
@@ -60,7 +60,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from .assemble import build_base, load
+    from .assemble import build_base, from_hub, load
     from .coding import decode, encode
     from .core.adapter_set import AdapterSet, build_adapters
     from .core.adapters import Adapter, count_parameters

@@ -5,7 +5,10 @@ writing beside each other never share one) and are renamed onto the target only 
 a failed write removes its temporary file. A process killed mid-write leaves at most a hidden
 ``.NAME.*.partial`` file, which no reader ever picks up as NAME. ``replace=False`` publishes
 without replacing: the temporary file is hard-linked to the target, which fails atomically if
-the target exists, so of two writers racing for one name exactly one wins.
+the target exists, so of two writers racing for one name exactly one wins. The temporary file
+is created with mode 0666 less the umask, and published with that mode (also when the code that
+filled it replaced the file), as any new file of the user's would have it (``tempfile.mkstemp``
+would leave 0600, readable by its owner only).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from .errors import CheckpointError, IcmhError, InvalidArgumentError, MissingFil
 
 PARTIAL_SUFFIX = ".partial"
 MAX_JSON_DEPTH = 32  # far beyond any index, trust record or adapter metadata we write
+_PARTIAL_NAME_ROOM = 255 - len(".") - len(".12345678") - len(PARTIAL_SUFFIX)  # bytes of NAME in a temporary name
 _CHECKPOINT_WRAPPERS = ("state_dict", "model")  # keys under which training scripts nest the weights
 
 
@@ -42,11 +46,12 @@ def atomic_path(target: str | os.PathLike, replace: bool = True) -> Iterator[Pat
     existing ``target`` (even one that appears while the block runs) raises OutputExistsError."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent)
-    os.close(handle)
-    temporary = Path(temporary)
+    temporary = _fresh_file(target)
+    mode = temporary.stat().st_mode & 0o777  # the umask's, which a writer that replaces the file may drop
     try:
         yield temporary
+        if temporary.stat().st_mode & 0o777 != mode:
+            temporary.chmod(mode)
         if replace:
             os.replace(temporary, target)
         else:
@@ -54,6 +59,19 @@ def atomic_path(target: str | os.PathLike, replace: bool = True) -> Iterator[Pat
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _fresh_file(target: Path) -> Path:
+    """Create a new, empty, uniquely named ``.NAME.XXXXXXXX.partial`` beside ``target``, with the
+    umask's mode. NAME is cut short so that a target name of up to 255 bytes still fits."""
+    stem = os.fsencode(target.name)[:_PARTIAL_NAME_ROOM].decode(errors="ignore")
+    while True:
+        temporary = target.parent / f".{stem}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return temporary
 
 
 def _publish_new(temporary: Path, target: Path) -> None:

@@ -222,3 +222,21 @@ def task_adapters(codec: str, q: int, task: str, pretrained: bool, index: IndexS
     if not pretrained:
         return random_adapters(codec, q, task, method)
     return registry_adapters(codec, task, q, index=index, method=method)
+def from_hub(
+    repo_id: str, filename: str, revision: str | None = None, q: int | None = None, task: str | None = None,
+    pretrained: bool = True, index: IndexSpec = None, sha256: str | None = None, retrust: bool = False,
+) -> AdaptedCodec:
+    """The codec with the adapters of one file in a Hub repo, no registry entry needed.
+
+    The file is downloaded with ``hf_hub_download`` and verified (against ``sha256``, else trust
+    on first use: ``hub.fetch.fetch_hub_adapter``); its own metadata says which codec, quality
+    and task it fits, so ``q`` and ``task`` only check it. The base codec is ``build_base``'s.
+    """
+    from .hub.fetch import fetch_hub_adapter
+
+    adapters = load_adapters(fetch_hub_adapter(repo_id, filename, revision, sha256=sha256, retrust=retrust))
+    if q is not None and q != adapters.quality:
+        raise AdapterMismatchError(
+            f"{repo_id}/{filename} holds adapters for {adapters.codec} q{adapters.quality}, not q{q}; drop q or give the matching file"
+        )
+    return build_codec(adapters.codec, adapters.quality, task, adapters, pretrained=pretrained, index=index)

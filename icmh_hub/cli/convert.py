@@ -8,6 +8,7 @@ import click
 
 from ..core.tasks import TASK_NAMES
 from ..errors import OutputExistsError
+from .options import threads_option
 
 
 @click.command("convert")
@@ -20,6 +21,7 @@ from ..errors import OutputExistsError
               help="What the checkpoint holds: Adapt-ICMH's TIC-SFMA, or TransTIC's prompted TIC.")
 @click.option("--base", type=click.Path(dir_okay=False), help="The base codec's weights (base_codec_q.pth.tar): the checkpoint's own must equal them.")
 @click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@threads_option
 def convert_command(checkpoint: str, codec: str, quality: int, task: str, output: str, method: str, base: str | None, force: bool) -> None:
     """Convert a reference CHECKPOINT (.pth.tar) into an adapter file.
 

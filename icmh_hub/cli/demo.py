@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .options import threads_option
+
 DEMO_Q = 2  # icmh_hub.demo.run.DEMO_Q (a test checks they agree)
 
 
@@ -11,6 +13,7 @@ DEMO_Q = 2  # icmh_hub.demo.run.DEMO_Q (a test checks they agree)
 @click.option("-o", "--out", default="icmh-demo.png", show_default=True, type=click.Path(dir_okay=False), help="The PNG to write.")
 @click.option("--images", "count", default=64, show_default=True, type=click.IntRange(16, 4096), help="How many proxy images to code.")
 @click.option("--q", default=DEMO_Q, show_default=True, type=click.IntRange(1, 4), help="Rate point of the demo codec.")
+@threads_option
 def demo_command(out: str, count: int, q: int) -> None:
     """Code proxy images for people and for a classifier with the demo zoo (offline); compare."""
     from ..demo.run import run_demo

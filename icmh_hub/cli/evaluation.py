@@ -13,7 +13,7 @@ import click
 from ..core.tasks import TASK_NAMES, get_task
 from ..errors import InvalidArgumentError
 from ..evaluation.protocol import PROTOCOLS
-from .options import TASK_MODEL_HELP, method_option
+from .options import TASK_MODEL_HELP, adapter_option, method_option, threads_option
 
 _TABLE_ORDER = ("top1", "bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75",
                 "bpp_est", "bpp_actual", "psnr", "ms_ssim", "bpp_full", "psnr_full", "detections")
@@ -39,6 +39,7 @@ def _data_options(function):
         click.option("--no-bitstream", is_flag=True, help="Skip real entropy coding (bpp_actual not measured; faster)."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ... (under torchrun, cuda = GPU LOCAL_RANK)."),
         click.option("--dataset-name", help="Name of the data set in results and cards (default: the folder / json name)."),
+        threads_option,
     ]
     for option in reversed(options):
         function = option(function)
@@ -104,7 +105,7 @@ def _adapter_file(codec: str, task: str, q: int, adapter: str | None, no_pretrai
 @click.command("eval")
 @click.option("--q", "q", type=int, required=True, help="Rate point: the base codec's quality level.")
 @_data_options
-@click.option("--adapter", type=click.Path(exists=True, dir_okay=False), help="Adapter file (default: the registry's entry).")
+@adapter_option("Adapter file (default: the registry's entry).")
 @method_option(help="The registry entry's adapter method (default sfma; transtic; scalable-sfma / scalable-mask: two layers).")
 @click.option("--human", is_flag=True, help="Evaluate the base codec (adapters off) instead of the adapted one.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")

@@ -51,11 +51,13 @@ def list_command(codec: str | None, task: str | None, method: str | None, as_jso
     if not entries:
         click.echo("no entries match; `icmh-hub list` without filters shows them all")
         return
-    lines = [f"{'id':<28} {'status':<10} {'lambda':>7} {'method':<9} {'d':>3} {'task model':<18} {'metrics':>7}  where"]
-    for e in entries:
-        lmbda = f"{e.lmbda:g}" if e.lmbda is not None else "-"
-        lines.append(f"{e.id:<28} {e.status:<10} {lmbda:>7} {escaped(e.method):<9} {_width(e):>3} {escaped(e.task_model or '-'):<18} "
-                     f"{len(e.metrics):>7}  {escaped(e.where())}")
+    rows = [["id", "status", "lambda", "method", "d", "task model", "metrics", "where"]]
+    rows += [[escaped(e.id), e.status, "-" if e.lmbda is None else f"{e.lmbda:g}", escaped(e.method), _width(e),
+              escaped(e.task_model or "-"), str(len(e.metrics)), escaped(e.where())] for e in entries]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    right = {2, 4, 6}  # numbers
+    lines = ["  ".join([*(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))), row[-1]])
+             for row in rows]
     click.echo("\n".join(lines))  # one write: a line at a time costs seconds for a large index
 
 
@@ -162,16 +164,17 @@ def _read_results(results_file: str) -> list[dict]:
               help="JSON list of measured results (dataset, images, metric, value, date) for the card and entry.")
 @click.option("--dry-run", is_flag=True, help="Check the file and render the card; send nothing.")
 @click.option("--force", is_flag=True, help="Replace a different file already at --path (and the entry in --index).")
+@click.option("--allow-random", is_flag=True, help="Publish adapters trained against a random task model (--no-pretrained) anyway.")
 @click.option("--index", "index_file", type=click.Path(dir_okay=False), default=None,
               help="Add the new entry to this index file instead of printing it.")
 def push_command(adapter_file: str, repo_id: str, path_in_repo: str | None, revision: str | None,
-                 results_file: str | None, dry_run: bool, force: bool, index_file: str | None) -> None:
+                 results_file: str | None, dry_run: bool, force: bool, index_file: str | None, allow_random: bool) -> None:
     """Publish ADAPTER_FILE and its model card (README.md) in one commit; give its registry entry."""
     from ..hub.publish import push_adapter
 
     results = _read_results(results_file) if results_file else []
     entry = push_adapter(adapter_file, repo_id, path=path_in_repo, revision=revision, results=results,
-                             force=force, dry_run=dry_run)
+                         force=force, dry_run=dry_run, allow_random=allow_random)
     if dry_run:
         click.echo(f"dry run: would commit {entry['source']['path']} (sha256 {entry['sha256']}) and its card to {repo_id}", err=True)
     elif index_file:

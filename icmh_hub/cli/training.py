@@ -6,7 +6,7 @@ import click
 
 from ..core.tasks import TASK_NAMES
 from ..training.recipes import DEFAULT_RECIPE, RECIPES
-from .options import TASK_MODEL_HELP, method_option
+from .options import TASK_MODEL_HELP, method_option, threads_option
 
 
 @click.command("train")
@@ -39,6 +39,7 @@ from .options import TASK_MODEL_HELP, method_option
 @click.option("--checkpoint-every", type=int, default=500, show_default=True, help="Steps between checkpoints.")
 @click.option("--workers", type=int, default=0, show_default=True, help="Data loader worker processes.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@threads_option
 def train_command(codec, q, task, data, recipe, lmbda, steps, epochs, batch_size, crop, lr, seed, device, out_dir,
                   resume, force, no_pretrained, task_weights, task_model, method, middle_dim, stages, full_finetune, amp,
                   checkpoint_every, workers, quiet) -> None:

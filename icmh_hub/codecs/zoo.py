@@ -1,6 +1,6 @@
 """CompressAI's zoo codecs (and ELIC, which CompressAI defines but ships no weights for).
 
-Insertion points: the outputs of the three g_a stages at 1/2, 1/4 and
+Insertion points, as in the paper: the outputs of the three g_a stages at 1/2, 1/4 and
 1/8 of the image size, and of the g_s stages that produce 1/8, 1/4 and 1/2. The N tables are
 CompressAI's (``compressai.zoo.image.cfgs``; a test checks they still agree), written out here
 so that listing codecs does not import CompressAI.

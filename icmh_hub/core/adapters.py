@@ -3,7 +3,8 @@
 The modules here know nothing about codecs: each maps a feature map (B, C, H, W) to one of the
 same shape, as ``x + sum(branch(x))``. The spatial branch (SMA) gates a depth-wise 5x5 view of
 the features with a second projection; the frequency branch (FMA) rescales the amplitude of the
-half spectrum (rfft2) of a projection and keeps its phase. DESIGN.md section 2 gives the maths.
+half spectrum (rfft2) of a projection and keeps its phase. The paper gives the maths;
+``benchmarks/baseline_sfma.py`` writes it out plainly.
 
 All 1x1 projections that read the same input are one convolution (``down``), split afterwards:
 the same numbers as separate projections, in one pass over the input.
@@ -318,9 +319,8 @@ def batch_chunks(x: torch.Tensor) -> list[slice]:
     intermediates are several times the size of its input, so large batches of large features
     go a few images at a time (the same numbers). On CPU a chunk holds about 8 MB of input (one
     128-channel 128x128 feature map): its intermediates then fit in memory the allocator has
-    mapped already, rather than in fresh pages that the kernel must zero (``benchmarks.training``:
-    less memory and no more time than four such maps at once). Elsewhere 256 MB: on a GPU each
-    call's fixed cost counts for more."""
+    mapped already, rather than in fresh pages that the kernel must zero (``benchmarks.training``
+    compares chunk sizes). Elsewhere 256 MB: on a GPU each call's fixed cost counts for more."""
     budget = CHUNK_ELEMENTS if x.device.type == "cpu" else 32 * CHUNK_ELEMENTS
     step = max(1, budget // max(1, x[0].numel()))
     return [slice(start, start + step) for start in range(0, x.shape[0], step)]

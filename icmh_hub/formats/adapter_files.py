@@ -82,7 +82,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if version != str(FORMAT_VERSION):
         raise AdapterFileError(
             f"{path} has adapter format version {version}, this icmh-hub reads version "
-            f"{FORMAT_VERSION}; upgrade icmh-hub (git pull, then pip install -e .) or re-save the adapters"
+            f"{FORMAT_VERSION}; upgrade icmh-hub (in its clone: git pull, then pip install -e .) or re-save the adapters"
         )
     meta = {key: parse_json(value, f"{path}: adapter metadata {key}", AdapterFileError)
             for key, value in raw.items() if key not in ("format", "format_version")}

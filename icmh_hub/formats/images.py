@@ -73,6 +73,12 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None, why: str 
     return tensor, info
 
 
+def pixel_count(pixels: int) -> str:
+    """A number of pixels for people: "6.2 MP", or "1,000 pixels" below 0.1 MP (where one
+    decimal of MP would round to nothing)."""
+    return f"{pixels / 1e6:.1f} MP" if pixels >= 100_000 else f"{pixels:,} pixels"
+
+
 def check_pixels(height: int, width: int, max_pixels: int, name: str, why: str = "") -> None:
     """Raise ImageTooLargeError if ``height`` x ``width`` is more than ``max_pixels``, or a side is
     longer than ``MAX_SIDE`` (what a .icmh header holds; checked before anything is coded)."""
@@ -83,7 +89,7 @@ def check_pixels(height: int, width: int, max_pixels: int, name: str, why: str =
     pixels = height * width
     if pixels > max_pixels:
         raise ImageTooLargeError(
-            f"{name}: {width}x{height} is {pixels / 1e6:.1f} MP, more than the limit of {max_pixels / 1e6:.1f} MP"
+            f"{name}: {width}x{height} is {pixel_count(pixels)}, more than the limit of {pixel_count(max_pixels)}"
             f"{why}; to go on anyway, raise it with --max-pixels {pixels} (max_pixels={pixels} in Python)"
         )
 

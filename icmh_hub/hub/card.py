@@ -21,6 +21,12 @@ from ..core.tasks import TASKS
 from ..formats.adapter_files import load_adapters, read_metadata
 
 
+def trained_against_random(info: Mapping[str, Any]) -> bool:
+    """Whether an adapter file's training record says its task model (and codec) were random
+    (``--no-pretrained``): such adapters test the pipeline and fit no real task."""
+    return (info.get("training") or {}).get("pretrained") is False
+
+
 def template_path() -> Path:
     return Path(str(files("icmh_hub.model_cards") / "adapter_card.md"))
 
@@ -76,6 +82,7 @@ def render_card(
         training=json.dumps(info["training"], indent=2, sort_keys=True) if "training" in info else "",
         points=", ".join(f"`{k}` -> `{v}`" for k, v in sorted(meta["points"].items())),
         sha256=sha256_of(adapter_path),
+        random_models=trained_against_random(info),
     )
 
 

@@ -193,3 +193,35 @@ def trust_note(source: Mapping[str, Any] | None, pinned: str | None, entry: Entr
     if converted:
         note += f"; converted file {converted['sha256']} recorded on {converted['first_used']} (base codec {converted['base']})"
     return note
+
+
+# ----------------------------------------------------------------------------- files straight from a Hub repo
+
+
+def hub_trust_key(repo_id: str, filename: str, revision: str | None) -> str:
+    """The trust record's key of a Hub file used with no registry entry."""
+    return f"hf://{repo_id}@{revision or 'main'}/{filename}"
+
+
+_HUB_RETRUST_HINT = "icmh_hub.from_hub(..., retrust=True), or pin the revision you trust"
+
+
+def fetch_hub_adapter(repo_id: str, filename: str, revision: str | None = None, sha256: str | None = None,
+                      retrust: bool = False) -> Path:
+    """A file of a Hub repo that no index entry names, downloaded and verified: against ``sha256``
+    when given, else trust on first use (the first download's sha256 is recorded under repo,
+    revision and path; a later one must match it, so a file replaced at ``main`` is refused until
+    ``retrust=True`` or a pinned ``revision``)."""
+    key = hub_trust_key(repo_id, filename, revision)
+    if retrust:
+        transport.forget_trust(key)
+    path = transport.download_hub_file(repo_id, filename, revision)
+    record = None if sha256 else transport.trust_records().get(key)
+    if sha256 or record:
+        try:
+            transport.verify(path, sha256 or record["sha256"], what=key, first_use=record and record["first_used"])
+        except IntegrityError as exc:
+            raise IntegrityError(str(exc).replace(transport.RETRUST_HINT, _HUB_RETRUST_HINT)) from None
+    else:
+        transport.record_trust(key, path)
+    return path

@@ -125,10 +125,11 @@ def download_hub_file(repo_id: str, filename: str, revision: str | None = None) 
     where = f"{filename} from {repo_id}" + (f"@{revision}" if revision else "")
     try:
         # HF_ENDPOINT / HF_HUB_CACHE / HF_HUB_OFFLINE are read now, not when huggingface_hub was imported
-        return Path(hf_hub_download(
+        with quiet_hub():
+            return Path(hf_hub_download(
             repo_id, filename, revision=revision, endpoint=os.environ.get("HF_ENDPOINT") or None,
-            cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=offline(),
-        ))
+                cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=offline(),
+            ))
     except LocalEntryNotFoundError:
         reason = "HF_HUB_OFFLINE is set" if offline() else "the Hub could not be reached"
         raise DownloadError(
@@ -344,6 +345,26 @@ class _RestartLimited(io.BufferedWriter):
         return super().truncate(size)
 
 
+# huggingface_hub's http_get retries a connection that fails before any data came 5 times, a
+# second apart; 0 fails at once. Once data flows it resumes dropped connections as before.
+_NO_RETRY_BEFORE_DATA = {"_nb_retries": 0}
+
+
+@contextlib.contextmanager
+def quiet_hub() -> Iterator[None]:
+    """huggingface_hub's log lines (a warning per retry, "Max retries exceeded.") held back in
+    the block: what failed is raised as one DownloadError line instead. Progress bars stay."""
+    import logging
+
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _download(url: str, target: Path, deadline: float) -> None:
     """Stream ``url`` to ``target`` with huggingface_hub's downloader (progress bar, resumed after
     a dropped connection), through a temporary file beside it that is renamed into place only
@@ -352,7 +373,7 @@ def _download(url: str, target: Path, deadline: float) -> None:
     ``deadline`` seconds; that thread stops at its next write."""
     via = f" (${MIRROR_ENV} is set)" if os.environ.get(MIRROR_ENV, "").strip() else ""
     try:
-        with atomic_path(target) as temporary, _RestartLimited(temporary, url) as handle:
+        with atomic_path(target) as temporary, _RestartLimited(temporary, url) as handle, quiet_hub():
             _within_deadline(url, handle, target.name, deadline)
     except DownloadError:
         raise
@@ -372,7 +393,7 @@ def _within_deadline(url: str, handle: _RestartLimited, name: str, deadline: flo
 
     def run() -> None:
         try:
-            http_get(url, handle, displayed_filename=name)
+            http_get(url, handle, displayed_filename=name, **_NO_RETRY_BEFORE_DATA)
         except BaseException as exc:  # handed to the waiting thread
             outcome.append(exc)
 
