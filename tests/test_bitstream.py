@@ -49,9 +49,31 @@ def _with_crc(body: bytes) -> bytes:
 
 
 def _header_body(data: bytes) -> tuple[bytes, bytes]:
-    """(the header's bytes without their checksum, the layers after it) of a version 2 file."""
+    """(the header's bytes without their checksum, the layers after it) of a file."""
     end = layer_bytes(data)["header"]
     return data[: end - 4], data[end:]
+
+
+def _version_2(header: Header, strings, shape) -> bytes:
+    """A file as icmh-hub 0.2 wrote it (format version 2: no method, no tiles, layer records of
+    kind, length, payload and crc32)."""
+    out = bytearray(MAGIC + bytes([2]))
+    out += struct.pack(">BB", int(header.base_pretrained) | 2 * header.layered, ("none", "file", "tensors").index(header.adapter_kind))
+    _put_name(out, header.codec)
+    out += struct.pack(">B", header.quality)
+    _put_name(out, header.task or "")
+    _put_name(out, header.variant or "")
+    out += bytes.fromhex(header.adapter_id or "") + bytes.fromhex(header.base_digest)
+    out += struct.pack(">IIIIBB", header.height, header.width, header.padded_height, header.padded_width,
+                       MODES.index(header.mode), header.bits)
+    _put_tree(out, shape, 0)
+    out = bytearray(_with_crc(bytes(out)))
+    records = [(1, [strings[0], strings[2]]), (2, [strings[1]])] if header.layered else [(0, strings)]
+    for kind, tree in records:
+        payload = bytearray()
+        _put_tree(payload, tree, 0)
+        out += _with_crc(struct.pack(">BI", kind, len(payload)) + payload)
+    return bytes(out)
 
 
 def _version_1(header: Header, strings, shape) -> bytes:
@@ -137,7 +159,7 @@ def test_absurd_sizes_behind_a_valid_checksum():
                           (struct.pack(">BI", 1, 1) * 50, "nested")):
         with pytest.raises(BitstreamError, match=message):
             unpack(_with_crc(body[:shape] + tree) + layers)
-    record = struct.pack(">BI", 0, 0xFFFFFFF0) + b"xx"  # a layer longer than the file
+    record = struct.pack(">BII", 0, 0, 0xFFFFFFF0) + b"xx"  # a layer longer than the file
     with pytest.raises(BitstreamError, match="truncated all layer"):
         unpack(_with_crc(body) + _with_crc(record))
 
@@ -362,7 +384,7 @@ def test_layered_round_trip_and_strip():
     assert read.layers == ("base", "enhancement")
     sizes = layer_bytes(data)
     assert list(sizes) == ["header", "base", "enhancement"] and sum(sizes.values()) == len(data)
-    assert sizes["enhancement"] == 5 + 3 * 5 + len(b"enhancement y") + 4  # kind + length, three tree tags, the bytes, crc
+    assert sizes["enhancement"] == 9 + 16 + 3 * 5 + len(b"enhancement y") + 4  # kind, tile, length, bound, tree tags, bytes, crc
     base_only = strip(data)
     assert len(base_only) == len(data) - sizes["enhancement"] and data.startswith(base_only)  # a prefix, no re-encoding
     read, strings, shape = unpack(base_only)
@@ -389,12 +411,12 @@ def test_layers_out_of_place_are_refused():
     sizes = layer_bytes(layered)
     base, enhancement = layers[: sizes["base"]], layers[sizes["base"] :]
     all_layer = _header_body(single)[1]
-    for records, message in ((enhancement + base, "layers"), (base + base, "twice"), (enhancement, "layers"),
+    for records, message in ((enhancement + base, "spliced"), (base + base, "twice"), (enhancement, "spliced"),
                              (b"", "layers"), (all_layer, "layers"), (base + enhancement + enhancement, "twice")):
         with pytest.raises(BitstreamError, match=message):
             unpack(_with_crc(body) + records)
     single_body = _header_body(single)[0]
-    with pytest.raises(BitstreamError, match="layers"):  # a single-layer header with layers
+    with pytest.raises(BitstreamError, match="spliced|layers"):  # a single-layer header with layers
         unpack(_with_crc(single_body) + base + enhancement)
     with pytest.raises(BitstreamError, match="layered"):
         pack(_header(task=None, adapter_kind="none", adapter_id=None, layered=True), *LAYERED)
