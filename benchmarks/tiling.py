@@ -5,7 +5,8 @@ bpp (whole file, headers included) of both, and PSNR in a band of ``--band`` pix
 of the tile borders against PSNR elsewhere (in both decodes, so a seam shows as a band that
 loses more in the tiled one than in the whole one). Codecs: the demo zoo's trained
 mbt2018-mean-demo with its cls adapters (real rates and pictures), and mbt2018-mean q3 with
-seeded random weights and random cls adapters (rates only: its pictures are noise).
+seeded random weights and random cls adapters on the first three (rates only: its pictures are
+noise).
 
 ``big`` codes a 6000x6000 photo (astronaut, upscaled) with ``icmh-hub compress`` (mbt2018-mean
 q3, random weights, cls adapters: default tiling), decodes it with ``icmh-hub decompress``, and
@@ -30,7 +31,7 @@ import torch
 from .common import arguments, finish, pin_threads, table
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
-CODECS = (("mbt2018-mean-demo", 3, True), ("mbt2018-mean", 3, False))
+CODECS = (("mbt2018-mean-demo", 3, True, PHOTOS), ("mbt2018-mean", 3, False, PHOTOS[:3]))  # name, q, trained, photos
 
 
 def photo(name: str) -> torch.Tensor:
@@ -63,10 +64,10 @@ def photos(tiles: list[int], band: int) -> list[dict]:
     from icmh_hub.coding import Decoder, Encoder
 
     results = []
-    for codec_name, quality, pretrained in CODECS:
+    for codec_name, quality, pretrained, names in CODECS:
         codec = icmh_hub.load(codec_name, task="cls", q=quality, pretrained=pretrained)
         decoder = Decoder(codecs=[codec])
-        for name in PHOTOS:
+        for name in names:
             x = photo(name)
             whole = Encoder(codec, pretrained=pretrained, tile=False).encode(x)
             whole_image = decoder.decode(whole.data).image

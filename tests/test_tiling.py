@@ -15,13 +15,8 @@ from icmh_hub.errors import ImageTooLargeError
 from icmh_hub.formats.bitstream import layer_bytes, strip, unpack_tiles
 from icmh_hub.tiling import default_tile
 
-from .conftest import make_image, spread_latents
-
-
-def _spread(codec):
-    spread_latents(codec.base)
-    codec.update(force=True)
-    return codec
+from .conftest import make_image
+from .test_crafted import _spread, _write
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +91,6 @@ def test_layered_tiled_files_strip_to_their_base_layers():
 
 def test_tiles_that_do_not_fit_the_codec_are_refused(codec, tiled):
     """A grid whose inner tiles are not multiples of the pad multiple does not fit the codec."""
-    from .test_crafted import _write
-
     header, parts = unpack_tiles(tiled.data)
     strings, shapes = [part[1] for part in parts], [part[2] for part in parts]
     with pytest.raises(BitstreamError, match="padding in this file does not fit"):
