@@ -21,6 +21,9 @@ values it would loop on), and both sides refuse a reconstruction that is not fin
 Pixel limits: coding takes memory in proportion to the pixels (``benchmarks.memory`` measures
 it per codec family), so ``Encoder`` and ``Decoder`` refuse, before allocating, an image larger
 than what fits in ``MEMORY_BUDGET_MB`` (``pixel_limit``); ``max_pixels`` sets another limit.
+Above it the Encoder codes the image in tiles (``icmh_hub.tiling``, format version 3), which the
+Decoder decodes tile by tile: then each tile is held to the limit, and the image to what the
+budget leaves beside one tile (``tiled_pixel_limit``).
 
 The encoder records which base weights (pretrained or icmh-hub's seeded random ones, plus a digest
 of them) and which adapters (sha256 of the adapter file, or of the tensors for adapters that never
