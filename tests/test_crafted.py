@@ -254,7 +254,7 @@ HOSTILE_NAMES = ("\x1b[2J\x1b[H", "\x1b]0;owned\x07", "a" * 100, "a" * 255, "../
                  "tâsk", "\u202eksat", "", "human", b"\xff\xfe\x1b", "a" * 64, "x.y", "cls\n")
 
 
-def _spliced(files, fast_files) -> list[bytes]:
+def _spliced(files) -> list[bytes]:
     """Files made of two: a stripped layered file plus another image's enhancement layer, a cls
     header with a human file's layer, tiles of one tiled file in another, records swapped."""
     layered, other_layered, cls, human, tiled, other_tiled = files
@@ -332,7 +332,7 @@ def splice_files():
 def test_spliced_tiled_and_named_files_never_crash(fast_files, splice_files):
     """Spliced layers are all refused; hostile tile grids and names are refused or decode,
     never crash, and no name is printed raw (the batch's output has no escape character)."""
-    spliced = _spliced(splice_files, fast_files)
+    spliced = _spliced(splice_files)
     for index, data in enumerate(spliced):
         with pytest.raises(BitstreamError, match="spliced" if index < 4 else "tile"):
             unpack_tiles(data)
