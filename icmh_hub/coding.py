@@ -21,6 +21,9 @@ values it would loop on), and both sides refuse a reconstruction that is not fin
 Pixel limits: coding takes memory in proportion to the pixels (``benchmarks.memory`` measures
 it per codec family), so ``Encoder`` and ``Decoder`` refuse, before allocating, an image larger
 than what fits in ``MEMORY_BUDGET_MB`` (``pixel_limit``); ``max_pixels`` sets another limit.
+Above it the Encoder codes the image in tiles (``icmh_hub.tiling``, format version 3), which the
+Decoder decodes tile by tile: then each tile is held to the limit, and the image to what the
+budget leaves beside one tile (``tiled_pixel_limit``).
 
 The encoder records which base weights (pretrained or icmh-hub's seeded random ones, plus a digest
 of them) and which adapters (sha256 of the adapter file, or of the tensors for adapters that never
@@ -43,16 +46,18 @@ from .assemble import AdapterArg, adapter_set, adapters_for_bitstream, build_bas
 from .core.adapter_set import AdapterSet
 from .core.attach import AdaptedCodec
 from .core.identity import adapters_digest, base_digest
+from .core.methods import DEFAULT_METHOD
 from .core.padding import crop, pad, padded_size
 from .core.rate import estimated_bits, string_bytes
 from .core.scalable import LAYERS
 from .core.spec import SCALABLE_CODINGS, CodecSpec, get_codec
 from .core.tasks import HUMAN
 from .errors import BitstreamError, IcmhError, InvalidArgumentError, NumericalError
-from .formats.bitstream import Header, layer_bytes, pack, read_bitstream, shape_dims, unpack
+from .formats.bitstream import MAX_PIXELS, Header, layer_bytes, pack_tiles, read_bitstream, shape_dims, unpack_tiles
 from .formats.images import ImageInfo, as_batch, check_pixels, pil_to_tensor, read_image
 from .formats.rans import bounded_decoding, checked_encoding
 from .hub.index import IndexSpec
+from .tiling import Tiling, code_tiles, decode_tiles, image_limit
 
 MAX_LATENTS = 64  # latent strings per file (ELIC has 11)
 KEPT_CODECS = 2  # codecs a Decoder keeps between files (the least recently built go first)
@@ -71,6 +76,13 @@ def memory_per_megapixel(codec: str) -> int:
 def pixel_limit(codec: str) -> int:
     """The most pixels ``codec`` codes within ``MEMORY_BUDGET_MB`` (what --max-pixels defaults to)."""
     return int((MEMORY_BUDGET_MB - FIXED_MB) / (SAFETY * memory_per_megapixel(codec)) * 1e6)
+
+
+def tiled_pixel_limit(codec: str, tile_pixels: int) -> int:
+    """The most pixels of an image ``codec`` codes in tiles of ``tile_pixels`` within
+    ``MEMORY_BUDGET_MB``: what the codec and one tile's coding leave, for the image's own pixels."""
+    tile_mb = SAFETY * memory_per_megapixel(codec) * tile_pixels / 1e6
+    return min(MAX_PIXELS, image_limit(MEMORY_BUDGET_MB - FIXED_MB - tile_mb))
 
 
 def _limit(codec: str, max_pixels: int | None) -> tuple[int, str]:
@@ -217,9 +229,14 @@ class Encoder:
 
     ``pretrained=None`` finds out whether the base weights are icmh-hub's seeded random ones by
     comparing digests; say it explicitly to skip that (it builds a random codec once).
+    ``max_pixels``: the most pixels coded at once. ``tile``: None codes larger images in tiles
+    (``icmh_hub.tiling``), a side (a multiple of the codec's pad multiple) tiles every image
+    with a longer side, False never tiles (larger images are refused). ``workers``: processes
+    that code tiles in parallel (the same bytes; each holds its own tile's memory).
     """
 
-    def __init__(self, codec: AdaptedCodec, pretrained: bool | None = None, max_pixels: int | None = None) -> None:
+    def __init__(self, codec: AdaptedCodec, pretrained: bool | None = None, max_pixels: int | None = None,
+                 tile: int | bool | None = None, workers: int = 1) -> None:
         if not isinstance(codec, AdaptedCodec):
             raise InvalidArgumentError(
                 f"encode() takes an AdaptedCodec (icmh_hub.load(...) or icmh_hub.attach(...)), got {type(codec).__name__}"
@@ -232,29 +249,47 @@ class Encoder:
         self.pretrained = bool(pretrained)
         self.adapter_kind, self.adapter_id = adapter_identity(codec.adapters)
         self.max_pixels, self.limit_reason = _limit(codec.codec, max_pixels)
+        self.tiling = Tiling(tile, self.max_pixels, self.spec.pad_multiple)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InvalidArgumentError(f"workers must be a positive integer, got {workers!r}")
+        self.workers = workers
+        self.image_limit, self.image_reason = self.max_pixels, self.limit_reason  # the most pixels read
+        if self.tiling.side is not False:
+            self.image_limit = max(self.max_pixels, tiled_pixel_limit(codec.codec, self.tiling.tile_pixels))
+            self.image_reason = f" that {codec.codec} codes in tiles within {MEMORY_BUDGET_MB / 1000:.0f} GB of memory"
 
     def encode(self, image: Any, info: ImageInfo | None = None) -> Encoded:
-        """Code ``image`` (tensor in [0, 1], PIL image or path) into a .icmh file's bytes.
-        An image of more than ``max_pixels`` pixels is refused before it is read."""
-        x, read_info = _as_tensor(image, self.max_pixels, self.limit_reason)
+        """Code ``image`` (tensor in [0, 1], PIL image or path) into a .icmh file's bytes, in
+        tiles when it is larger than ``max_pixels`` (see ``tile``). An image of more than
+        ``image_limit`` pixels is refused before it is read."""
+        x, read_info = _as_tensor(image, self.image_limit, self.image_reason)
         info = info or read_info
         height, width = x.shape[-2:]
+        tile = self.tiling.grid(height, width)
+        if tile is None:
+            check_pixels(height, width, self.max_pixels, "the image", self.limit_reason)
+        header = Header(
+            codec=self.codec.codec, quality=self.codec.quality, task=self.codec.task,
+            adapter_kind=self.adapter_kind, adapter_id=self.adapter_id,
+            base_pretrained=self.pretrained, base_digest=self.base_digest,
+            height=height, width=width, **dict(zip(("padded_height", "padded_width"), padded_size(height, width, self.spec.pad_multiple))),
+            mode=info.mode, bits=info.bits,
+            variant=None if self.codec.adapters is None else self.codec.adapters.method,
+            method=DEFAULT_METHOD if self.codec.adapters is None else self.codec.adapters.method,
+            layered=self.codec.adapters is not None and self.codec.adapters.layered, tile=tile,
+        )
+        parts = code_tiles(self._code, x, header, self.workers) if tile else [self._code(x)]
+        return Encoded(pack_tiles(header, parts), header, sum(string_bytes(strings) for strings, _ in parts))
+
+    def _code(self, x: torch.Tensor) -> tuple[Any, Any]:
+        """(strings, shape) of one image or tile, padded to the codec's multiple."""
         padded = pad(x, self.spec.pad_multiple)
         reference = next(self.codec.base.parameters(), None)
         if reference is not None:
             padded = padded.to(device=reference.device, dtype=reference.dtype)
         with torch.no_grad(), checked_encoding(self.codec.base):
             out = self.codec.compress(padded)
-        header = Header(
-            codec=self.codec.codec, quality=self.codec.quality, task=self.codec.task,
-            adapter_kind=self.adapter_kind, adapter_id=self.adapter_id,
-            base_pretrained=self.pretrained, base_digest=self.base_digest,
-            height=height, width=width, padded_height=padded.shape[-2], padded_width=padded.shape[-1],
-            mode=info.mode, bits=info.bits,
-            variant=None if self.codec.adapters is None else self.codec.adapters.method,
-            layered=self.codec.adapters is not None and self.codec.adapters.layered,
-        )
-        return Encoded(pack(header, out["strings"], out["shape"]), header, string_bytes(out["strings"]))
+        return out["strings"], out["shape"]
 
 
 def _as_tensor(image: Any, max_pixels: int, why: str) -> tuple[torch.Tensor, ImageInfo]:
@@ -320,7 +355,17 @@ class Decoder:
         for the human one; by default the fullest the file holds."""
         if isinstance(data, (str, os.PathLike)):
             data = read_bitstream(data)
-        header, strings, shape = unpack(data)
+        header, parts = unpack_tiles(data)
+        if header.tile is None:
+            return self._decode_part(*parts[0], layer)
+        spec = _spec_for(header)
+        why = f" that {spec.name} decodes in tiles of {header.tile[1]}x{header.tile[0]} within {MEMORY_BUDGET_MB / 1000:.0f} GB of memory"
+        check_pixels(header.height, header.width, tiled_pixel_limit(spec.name, header.tile[0] * header.tile[1]), "the coded image", why)
+        image = decode_tiles(lambda *part: self._decode_part(*part, layer).image, header, parts)
+        return Decoded(image, header, _layer_options(header, layer, self.force_task).get("layer"))
+
+    def _decode_part(self, header: Header, strings: Any, shape: Any, layer: str | None) -> Decoded:
+        """Decode an untiled file's payload, or one tile's (``header`` is then the tile's)."""
         spec = _spec_for(header)
         limit, why = _limit(spec.name, self.max_pixels)
         check_pixels(header.height, header.width, limit, "the coded image", why)

@@ -3,10 +3,11 @@
 Layers, bottom to top (docs/layout.md); a module may import its own layer
 and the layers below, never one above, and no two modules may import each other in a cycle:
 
-    errors, _io, _compressai  <-  core  <-  codecs  <-  methods  <-  formats  <-  hub  <-  assemble  <-  coding
+    errors, _io, _compressai  <-  core  <-  codecs  <-  methods  <-  formats  <-  hub  <-  assemble  <-  tiling  <-  coding
         <-  {training, evaluation}  <-  demo  <-  cli
 
-training and evaluation are siblings: neither imports the other. The package's ``__init__``
+training and evaluation are siblings: neither imports the other. tiling is coding's tiled
+path (coding calls it). The package's ``__init__``
 (the public facade) may import every layer but cli.
 """
 
@@ -25,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("formats",),
     ("hub",),
     ("assemble",),
+    ("tiling",),
     ("coding",),
     ("training", "evaluation"),
     ("demo",),

@@ -17,7 +17,8 @@ from icmh_hub import BitstreamError, IcmhError, NumericalError, load, save_adapt
 from icmh_hub.formats.adapter_files import load_adapters
 from icmh_hub.core.adapter_set import build_adapters
 from icmh_hub.formats.bitstream import (
-    FORMAT_VERSION, MAGIC, MODES, Header, _put_name, _put_tree, layer_bytes, pack, read_header, strip, unpack,
+    FORMAT_VERSION, MAGIC, MODES, Header, _put_name, _put_tree, check_name, layer_bytes, pack, pack_tiles, read_header, strip,
+    unpack, unpack_tiles,
 )
 from icmh_hub.coding import Decoder, Encoder, decode, encode
 from icmh_hub.formats.images import ImageInfo, read_image
@@ -49,9 +50,31 @@ def _with_crc(body: bytes) -> bytes:
 
 
 def _header_body(data: bytes) -> tuple[bytes, bytes]:
-    """(the header's bytes without their checksum, the layers after it) of a version 2 file."""
+    """(the header's bytes without their checksum, the layers after it) of a file."""
     end = layer_bytes(data)["header"]
     return data[: end - 4], data[end:]
+
+
+def _version_2(header: Header, strings, shape) -> bytes:
+    """A file as icmh-hub 0.2 wrote it (format version 2: no method, no tiles, layer records of
+    kind, length, payload and crc32)."""
+    out = bytearray(MAGIC + bytes([2]))
+    out += struct.pack(">BB", int(header.base_pretrained) | 2 * header.layered, ("none", "file", "tensors").index(header.adapter_kind))
+    _put_name(out, header.codec)
+    out += struct.pack(">B", header.quality)
+    _put_name(out, header.task or "")
+    _put_name(out, header.variant or "")
+    out += bytes.fromhex(header.adapter_id or "") + bytes.fromhex(header.base_digest)
+    out += struct.pack(">IIIIBB", header.height, header.width, header.padded_height, header.padded_width,
+                       MODES.index(header.mode), header.bits)
+    _put_tree(out, shape, 0)
+    out = bytearray(_with_crc(bytes(out)))
+    records = [(1, [strings[0], strings[2]]), (2, [strings[1]])] if header.layered else [(0, strings)]
+    for kind, tree in records:
+        payload = bytearray()
+        _put_tree(payload, tree, 0)
+        out += _with_crc(struct.pack(">BI", kind, len(payload)) + payload)
+    return bytes(out)
 
 
 def _version_1(header: Header, strings, shape) -> bytes:
@@ -137,7 +160,7 @@ def test_absurd_sizes_behind_a_valid_checksum():
                           (struct.pack(">BI", 1, 1) * 50, "nested")):
         with pytest.raises(BitstreamError, match=message):
             unpack(_with_crc(body[:shape] + tree) + layers)
-    record = struct.pack(">BI", 0, 0xFFFFFFF0) + b"xx"  # a layer longer than the file
+    record = struct.pack(">BII", 0, 0, 0xFFFFFFF0) + b"xx"  # a layer longer than the file
     with pytest.raises(BitstreamError, match="truncated all layer"):
         unpack(_with_crc(body) + _with_crc(record))
 
@@ -362,7 +385,7 @@ def test_layered_round_trip_and_strip():
     assert read.layers == ("base", "enhancement")
     sizes = layer_bytes(data)
     assert list(sizes) == ["header", "base", "enhancement"] and sum(sizes.values()) == len(data)
-    assert sizes["enhancement"] == 5 + 3 * 5 + len(b"enhancement y") + 4  # kind + length, three tree tags, the bytes, crc
+    assert sizes["enhancement"] == 9 + 16 + 3 * 5 + len(b"enhancement y") + 4  # kind, tile, length, bound, tree tags, bytes, crc
     base_only = strip(data)
     assert len(base_only) == len(data) - sizes["enhancement"] and data.startswith(base_only)  # a prefix, no re-encoding
     read, strings, shape = unpack(base_only)
@@ -389,12 +412,12 @@ def test_layers_out_of_place_are_refused():
     sizes = layer_bytes(layered)
     base, enhancement = layers[: sizes["base"]], layers[sizes["base"] :]
     all_layer = _header_body(single)[1]
-    for records, message in ((enhancement + base, "layers"), (base + base, "twice"), (enhancement, "layers"),
+    for records, message in ((enhancement + base, "spliced"), (base + base, "twice"), (enhancement, "spliced"),
                              (b"", "layers"), (all_layer, "layers"), (base + enhancement + enhancement, "twice")):
         with pytest.raises(BitstreamError, match=message):
             unpack(_with_crc(body) + records)
     single_body = _header_body(single)[0]
-    with pytest.raises(BitstreamError, match="layers"):  # a single-layer header with layers
+    with pytest.raises(BitstreamError, match="spliced|layers"):  # a single-layer header with layers
         unpack(_with_crc(single_body) + base + enhancement)
     with pytest.raises(BitstreamError, match="layered"):
         pack(_header(task=None, adapter_kind="none", adapter_id=None, layered=True), *LAYERED)
@@ -411,3 +434,87 @@ def test_version_1_files_still_decode(codec, decoder):
     for cut in range(len(old)):
         with pytest.raises(BitstreamError):
             unpack(old[:cut])
+
+
+# -- version 3: names, method, layers bound to their file, tile grids ------------------------------
+
+
+def test_names_are_checked_and_shown_escaped():
+    for good in ("cls", "mbt2018-mean", "scalable-sfma", "a.b_c+d", "x" * 64):
+        assert check_name(good, "task") == good
+    for bad, reason in (("x" * 100, "100 characters"), ("\x1b[2J", "only letters"), ("../x", "only letters"), (".x", "only letters"),
+                        ("a..b", "only letters"), ("", "only letters"), ("tâsk", "only letters"), (3, "only letters")):
+        with pytest.raises(BitstreamError, match=reason) as caught:
+            check_name(bad, "task")
+        assert "\x1b" not in str(caught.value) and "damaged" not in str(caught.value)
+    with pytest.raises(BitstreamError, match=r"invalid task name '\\x1b\[2J'"):
+        pack(_header(task="\x1b[2J"), *HYPERPRIOR)
+
+
+def test_a_crafted_header_name_gets_the_true_reason():
+    """A 100-character task or one holding terminal escapes, behind valid checksums."""
+    from .test_crafted import _write
+
+    header, strings, shape = unpack(pack(_header(), *HYPERPRIOR))
+    with pytest.raises(BitstreamError, match="invalid task name 'aaaa.*100 characters"):
+        unpack(_write(header, strings, shape, task="a" * 100))
+    with pytest.raises(BitstreamError, match=r"invalid codec name '\\x1b\]0;x\\x07'") as caught:
+        unpack(_write(header, strings, shape, codec="\x1b]0;x\x07"))
+    assert "\x1b" not in str(caught.value)
+
+
+def test_method_is_carried_and_defaults_to_sfma():
+    header = _header(method="other-method")
+    assert unpack(pack(header, *HYPERPRIOR))[0].method == "other-method"
+    assert unpack(_version_2(_header(), *HYPERPRIOR))[0].method == "sfma"
+    assert unpack(_version_1(_header(), *HYPERPRIOR))[0].method == "sfma"
+
+
+def test_layers_are_bound_to_their_header_and_the_layers_before():
+    """A layer spliced from another file is refused, though every checksum fits; strip still cuts."""
+    layered = pack(_header(variant="scalable-sfma", layered=True), *LAYERED)
+    other_image = pack(_header(variant="scalable-sfma", layered=True), [[b"other base"], [b"other enh"], [b"z" * 40]], (2, 1))
+    base_end, other_end = len(strip(layered)), len(strip(other_image))
+    with pytest.raises(BitstreamError, match="enhancement layer .*spliced"):
+        unpack(layered[:base_end] + other_image[other_end:])
+    human = pack(_header(task=None, adapter_kind="none", adapter_id=None), *HYPERPRIOR)
+    cls = pack(_header(), *HYPERPRIOR)
+    head, human_head = layer_bytes(cls)["header"], layer_bytes(human)["header"]
+    with pytest.raises(BitstreamError, match="all layer .*spliced"):
+        unpack(cls[:head] + human[human_head:])
+    assert unpack(strip(layered))[0].layers == ("base",)
+
+
+def test_version_2_files_still_decode(codec, decoder):
+    """A file as icmh-hub 0.2 wrote it: the same header and payload, the same picture."""
+    data = encode(codec, make_image(40, 56, seed=2), pretrained=False)
+    header, strings, shape = unpack(data)
+    old = _version_2(header, strings, shape)
+    assert old[4] == 2 and unpack(old) == (header, strings, shape)
+    assert torch.equal(decoder.decode(old).image, decoder.decode(data).image)
+    layered = _header(variant="scalable-sfma", layered=True)
+    assert unpack(_version_2(layered, *LAYERED)) == (layered, *LAYERED)
+    assert unpack(strip(_version_2(layered, *LAYERED)))[0].layers == ("base",)
+
+
+def test_tile_grids_are_checked_before_anything_is_decoded():
+    header = _header(height=130, width=70, padded_height=192, padded_width=128, tile=(64, 64))
+    parts = [HYPERPRIOR] * 6
+    data = pack_tiles(header, parts)
+    read, read_parts = unpack_tiles(data)
+    assert read == header and len(read_parts) == 6
+    assert [p[0].height for p in read_parts] == [64, 64, 64, 64, 2, 2] and read_parts[5][0].padded_height == 64
+    assert read_parts[1][0].width == 6 and read_parts[1][0].padded_width == 64
+    with pytest.raises(BitstreamError, match="tiled"):
+        unpack(data)
+    for tile, message in (((0, 64), "does not fit"), ((64, 71), "does not fit"), ((1, 1), "more than 4096 tiles")):
+        with pytest.raises(BitstreamError, match=message):
+            pack_tiles(dataclasses.replace(header, tile=tile), parts)
+    with pytest.raises(BitstreamError, match="5 coded tiles for a grid of 6"):
+        pack_tiles(header, parts[:5])
+    body, records = _header_body(data)
+    record = len(records) // 6
+    with pytest.raises(BitstreamError, match="no layer"):
+        unpack(_with_crc(body) + records[: 5 * record])
+    with pytest.raises(BitstreamError, match="tile 1 comes before|spliced"):
+        unpack(_with_crc(body) + records[record : 2 * record] + records[:record] + records[2 * record :])

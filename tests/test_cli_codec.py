@@ -113,15 +113,16 @@ PEAK_RUNNER = (
 
 def test_another_process_codes_what_decodes_here_and_refuses_a_36_megapixel_photo(tmp_path, images):
     """The seeded random weights agree between the encoding process and this one. In the same
-    batch a 6000x6000 photo (19.4 GB to compress) is refused from its header, with the limit
-    that keeps coding within 8 GB: the process never held its pixels, and the batch went on."""
+    batch a 6000x6000 photo (19.4 GB to compress whole) is refused from its header with --no-tile,
+    with the limit that keeps coding within 8 GB: the process never held its pixels, and the
+    batch went on. (Without --no-tile it is coded in tiles: benchmarks.tiling.)"""
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "a.png").write_bytes((images / "a.png").read_bytes())
     Image.new("RGB", (6000, 6000), (90, 120, 150)).save(photos / "photo.png")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     process = subprocess.run(
-        [sys.executable, "-c", PEAK_RUNNER, "compress", str(photos), "-o", str(tmp_path / "coded"), *FAST, "--task", "cls"],
+        [sys.executable, "-c", PEAK_RUNNER, "compress", str(photos), "-o", str(tmp_path / "coded"), *FAST, "--task", "cls", "--no-tile"],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert process.returncode == 1, process.stderr

@@ -11,6 +11,7 @@ run (``pytest -m slow``) 14 batches of 40 over more codecs (autoregressive, ELIC
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import subprocess
@@ -24,11 +25,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from icmh_hub import load
-from icmh_hub.coding import encode
+from icmh_hub.coding import Encoder, encode
 from icmh_hub.core.padding import padded_size
-from icmh_hub.formats.bitstream import ADAPTER_KINDS, FORMAT_VERSION, MAGIC, MODES, _put_name, _put_tree, unpack
+from icmh_hub.errors import BitstreamError
+from icmh_hub.formats.bitstream import (
+    ADAPTER_KINDS, FORMAT_VERSION, MAGIC, MODES, _put_tree, layer_bytes, strip, unpack, unpack_tiles,
+)
 
-from .conftest import make_image
+from .conftest import make_image, spread_latents
 
 MAX_PIXELS = 300_000  # what the decoding subprocess may decode (keeps every decode short)
 PEAK_MB = 3000  # the subprocess's resident memory may never exceed this
@@ -72,36 +76,49 @@ def _sealed(out: bytes | bytearray) -> bytes:
 
 
 def _write(header, strings, shape, layers: str = "as-coded", **fields) -> bytes:
-    """The bytes of a file from any field values (no range checks), with its checksums made to
-    fit. ``layers``: "as-coded" (one "all" layer, or base and enhancement for a layered header),
-    "base" (the enhancement left out), "swapped", "all" (one layer whatever the header says)."""
+    """The bytes of a version 3 file from any field values (no range checks), with its checksums
+    and bounds made to fit. ``layers``: "as-coded" (one "all" layer, or base and enhancement for a
+    layered header), "base" (the enhancement left out), "swapped", "all" (one layer whatever the
+    header says). With a ``tile`` field (or a tiled header), ``strings`` and ``shape`` are lists
+    with one item per tile record to write."""
     f = {
         "flags": int(header.base_pretrained) | 2 * header.layered, "kind": ADAPTER_KINDS.index(header.adapter_kind),
         "codec": header.codec, "quality": header.quality, "task": header.task or "", "variant": header.variant or "",
-        "adapter_id": bytes.fromhex(header.adapter_id or ""), "digest": bytes.fromhex(header.base_digest),
+        "method": header.method, "adapter_id": bytes.fromhex(header.adapter_id or ""), "digest": bytes.fromhex(header.base_digest),
         "size": (header.height, header.width, header.padded_height, header.padded_width),
-        "mode": MODES.index(header.mode), "bits": header.bits,
+        "mode": MODES.index(header.mode), "bits": header.bits, "tile": header.tile,
     } | fields
+    tiled = f["tile"] is not None
     out = bytearray(MAGIC + bytes([FORMAT_VERSION]))
-    out += struct.pack(">BB", f["flags"], f["kind"])
-    _put_name(out, f["codec"])
+    out += struct.pack(">BB", f["flags"] | 4 * tiled, f["kind"])
+    _raw_name(out, f["codec"])
     out += struct.pack(">B", f["quality"])
-    _put_name(out, f["task"])
-    _put_name(out, f["variant"])
+    for name in ("task", "variant", "method"):
+        _raw_name(out, f[name])
     out += f["adapter_id"] if f["kind"] else b""
     out += f["digest"] + struct.pack(">IIII", *f["size"]) + struct.pack(">BB", f["mode"], f["bits"])
+    out += struct.pack(">II", *f["tile"]) if tiled else b""
     _put_tree(out, shape, 0)
-    records = [(0, strings)]
-    if header.layered and layers != "all" and isinstance(strings, list) and len(strings) == 3:
-        records = [(1, [strings[0], strings[2]]), (2, [strings[1]])]
-        records = {"base": records[:1], "swapped": records[::-1]}.get(layers, records)
-    return _sealed(out) + b"".join(_record(kind, tree) for kind, tree in records)
+    out = bytearray(_sealed(out))
+    for tile, tree in enumerate(strings if tiled else [strings]):
+        records = [(0, tree)]
+        if header.layered and layers != "all" and isinstance(tree, list) and len(tree) == 3:
+            records = [(1, [tree[0], tree[2]]), (2, [tree[1]])]
+            records = {"base": records[:1], "swapped": records[::-1]}.get(layers, records)
+        for kind, payload in records:
+            out += _record(kind, tile, payload, hashlib.sha256(out).digest()[:16])
+    return bytes(out)
 
 
-def _record(kind: int, tree) -> bytes:
+def _raw_name(out: bytearray, name: str | bytes) -> None:
+    raw = name if isinstance(name, bytes) else name.encode()
+    out += struct.pack(">B", len(raw)) + raw
+
+
+def _record(kind: int, tile: int, tree, bound: bytes) -> bytes:
     payload = bytearray()
     _put_tree(payload, tree, 0)
-    return _sealed(struct.pack(">BI", kind, len(payload)) + payload)
+    return _sealed(struct.pack(">BII", kind, tile, len(payload)) + bound + payload)
 
 
 def _refit(shape, z_grid):
@@ -198,6 +215,7 @@ def _decode_batch(datas: list[bytes], max_pixels: int = MAX_PIXELS) -> None:
         errors = [line for line in process.stderr.splitlines() if line.startswith("error:") and "files failed" not in line]
         rows = [line.split() for line in process.stdout.splitlines() if line.startswith(str(Path(folder) / "out"))]
         assert "Traceback" not in process.stderr and not [e for e in errors if "unexpected" in e], process.stderr[-3000:]
+        assert "\x1b" not in process.stderr + process.stdout and "\x07" not in process.stderr + process.stdout, "a raw escape was printed"
         assert len(errors) + len(rows) == len(datas), (process.stdout[-2000:], process.stderr[-2000:])
         assert all(float(row[-1]) < FILE_SECONDS for row in rows), rows
         peak_kb = int(process.stderr.rsplit("peak-kb", 1)[1].split()[0])
@@ -230,6 +248,98 @@ def test_crafted_files_never_crash_or_hang(fast_files):
 
     draw()
     _decode_batch(_issue_recipes(fast_files) + batch)
+
+
+HOSTILE_NAMES = ("\x1b[2J\x1b[H", "\x1b]0;owned\x07", "a" * 100, "a" * 255, "../../x", ".hidden", "x..y", "t/ask", "ta sk",
+                 "tâsk", "\u202eksat", "", "human", b"\xff\xfe\x1b", "a" * 64, "x.y", "cls\n")
+
+
+def _spliced(files) -> list[bytes]:
+    """Files made of two: a stripped layered file plus another image's enhancement layer, a cls
+    header with a human file's layer, tiles of one tiled file in another, records swapped."""
+    layered, other_layered, cls, human, tiled, other_tiled = files
+    cut = len(strip(layered))
+    spliced = [layered[:cut] + other_layered[len(strip(other_layered)):],  # same header, another image
+               cls[: layer_bytes(cls)["header"]] + human[layer_bytes(human)["header"]:],
+               human[: layer_bytes(human)["header"]] + cls[layer_bytes(cls)["header"]:]]
+    head, other_head = layer_bytes(tiled)["header"], layer_bytes(other_tiled)["header"]
+    records = _records_of(tiled[head:])
+    other = _records_of(other_tiled[other_head:])
+    spliced.append(tiled[:head] + records[0] + other[1] + b"".join(records[2:]))  # one tile from another image
+    spliced.append(tiled[:head] + records[1] + records[0] + b"".join(records[2:]))  # tiles swapped
+    spliced.append(tiled[:head] + b"".join(records[:-1]))  # a tile missing
+    return spliced
+
+
+def _records_of(data: bytes) -> list[bytes]:
+    """Split a file's layer records (version 3: kind, tile, length, bound, payload, crc32)."""
+    records = []
+    while data:
+        length = struct.unpack(">I", data[5:9])[0]
+        records.append(data[: 9 + 16 + length + 4])
+        data = data[9 + 16 + length + 4 :]
+    return records
+
+
+def _hostile_grids(files) -> list[bytes]:
+    """Tiled headers whose grid is zero, huge, or does not fit the image or the records."""
+    header, strings, shape = files[1]  # mbt2018-mean cls, 64x96 (z grid 1x2)
+    one = _refit(shape, (1, 1))
+    out = [_write(header, [strings], [shape], tile=tile) for tile in ((0, 0), (0, 96), (64, 0), (65, 96), (64, 97), (1, 1), (1 << 31, 1 << 31))]
+    out.append(_write(header, [strings, strings], [one, _refit(shape, (1, 1))], tile=(64, 64)))  # fits: two 64x64 / 64x32 tiles
+    out.append(_write(header, [strings, strings], [one, one], tile=(64, 48)))  # inner tile not a multiple of 64
+    out.append(_write(header, [strings], [one, one], tile=(64, 64)))  # a tile without its record
+    out.append(_write(header, [strings] * 3, [one, one], tile=(64, 64)))  # one record too many
+    out.append(_write(header, [strings, strings], [one], tile=(64, 64)))  # one shape for two tiles
+    out.append(_write(header, [strings, strings], [shape, shape], tile=(64, 64)))  # shapes of the whole image
+    big = (60000, 60000, 60032, 60032)
+    out.append(_write(header, [strings], [one], tile=(64, 64), size=big))  # 880,000 tiles
+    out.append(_write(header, [strings] * 4, [(64, 64)] * 4, tile=(30016, 30016), size=big))  # tiles over the pixel limit
+    out.append(_write(header, [strings] * 16, [one] * 16, tile=(64, 64), size=(256, 256, 256, 256)))  # 16 tiles that decode
+    return out
+
+
+def _named(files) -> list[bytes]:
+    """Headers naming hostile codecs, tasks, variants and methods (escapes, 100 and 255
+    characters, paths, non-UTF-8 bytes)."""
+    header, strings, shape = files[1]
+    return [_write(header, strings, shape, **{field: name}) for name in HOSTILE_NAMES for field in ("codec", "task", "variant", "method")]
+
+
+def _spread(codec):
+    """``codec`` with latents over many bins (a fresh random codec codes every image alike)."""
+    spread_latents(codec.base)
+    codec.update(force=True)
+    return codec
+
+
+@pytest.fixture(scope="module")
+def splice_files():
+    """Layered files of two images, a cls and a human file, tiled files of two images
+    (mbt2018-mean q1, random weights spread so that different images give different bytes)."""
+    layered = _spread(load("mbt2018-mean", "seg", 1, pretrained=False, variant="scalable-sfma"))
+    cls = _spread(load("mbt2018-mean", "cls", 1, pretrained=False))
+    human = _spread(load("mbt2018-mean", None, 1, pretrained=False))
+    first, second = make_image(64, 96, seed=4), make_image(64, 96, seed=5)
+    tiled = Encoder(cls, pretrained=True, tile=64)
+    files = (encode(layered, first, pretrained=True), encode(layered, second, pretrained=True), encode(cls, first, pretrained=True),
+             encode(human, first, pretrained=True), tiled.encode(make_image(128, 128, seed=4)).data,
+             tiled.encode(make_image(128, 128, seed=5)).data)
+    assert files[0] != files[1] and files[4] != files[5]
+    return files
+
+
+def test_spliced_tiled_and_named_files_never_crash(fast_files, splice_files):
+    """Spliced layers are all refused; hostile tile grids and names are refused or decode,
+    never crash, and no name is printed raw (the batch's output has no escape character)."""
+    spliced = _spliced(splice_files)
+    for index, data in enumerate(spliced):
+        with pytest.raises(BitstreamError, match="spliced" if index < 4 else "tile"):
+            unpack_tiles(data)
+    grids, named = _hostile_grids(fast_files), _named(fast_files)
+    refused_before = COUNTS["refused"]
+    _decode_batch(spliced + grids + named)
+    assert COUNTS["refused"] - refused_before >= len(spliced)
 
 
 @pytest.mark.slow

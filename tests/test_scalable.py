@@ -183,7 +183,7 @@ def test_layered_file_round_trip_strip_and_human_picture(layered_codec, images):
     image = images[:1]
     encoded = Encoder(layered_codec).encode(image)
     header = encoded.header
-    assert (header.variant, header.layered, encoded.data[4]) == ("scalable-sfma", True, 2)
+    assert (header.variant, header.layered, encoded.data[4]) == ("scalable-sfma", True, 3)
     sizes = encoded.layer_bytes
     assert list(sizes) == ["header", "base", "enhancement"] and min(sizes.values()) > 20
     decoder = Decoder(codecs=[layered_codec])

@@ -12,7 +12,6 @@ give the reference's machine reconstruction and bits; then offline, from the cac
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

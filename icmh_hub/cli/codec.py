@@ -197,16 +197,21 @@ def layer_summary(sizes: dict[str, int]) -> str:
 @method_option(help="Adapter method from the registry: sfma (default), transtic, or scalable-sfma / scalable-mask for a two-layer file.")
 @click.option("--no-pretrained", is_flag=True, help="Seeded random weights (no network; for tests and trials).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
-              help="Refuse larger images (default: what the codec codes within 8 GB of memory).")
+              help="The most pixels coded at once; larger images are coded in tiles (default: what the codec codes within 8 GB).")
+@click.option("--tile", type=click.IntRange(min=1), default=None,
+              help="Code images with a side longer than this in tiles of this side (a multiple of the codec's pad multiple, 64).")
+@click.option("--no-tile", is_flag=True, help="Never tile: refuse images above --max-pixels.")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
 @threads_option
 @click.pass_context
-def compress_command(ctx, inputs, output, codec, quality, task, adapter, method, no_pretrained, max_pixels, force) -> None:
+def compress_command(ctx, inputs, output, codec, quality, task, adapter, method, no_pretrained, max_pixels, tile, no_tile,
+                     force) -> None:
     """Compress images (files, directories, globs) into .icmh files.
 
     PNG, JPEG, WebP and TIFF; 8 or 16 bit; grayscale is coded as RGB and decoded back to
     grayscale; alpha is dropped and an animation is coded as its first frame (each with a note).
-    Images larger than --max-pixels are refused before they are read. bpp(file) counts the whole
+    Images larger than --max-pixels are coded as independent tiles in one file (decoded tile by
+    tile: memory bounded by a tile), unless --no-tile. bpp(file) counts the whole
     file, header included; bpp(strings) only the entropy-coded strings. With a scalable method
     the file has a base layer (the machine task's) and an enhancement layer (the rest, for
     people); layers(bytes) gives each one's size.
@@ -222,10 +227,12 @@ def compress_command(ctx, inputs, output, codec, quality, task, adapter, method,
     targets = output_paths(sources, output, SUFFIX)
     refuse_inputs_as_outputs(sources, targets)
     model = build_codec(codec, quality, task, adapter, pretrained=not no_pretrained, method=method)
-    encoder = Encoder(model, pretrained=not no_pretrained, max_pixels=max_pixels)
+    if tile is not None and no_tile:
+        raise InvalidArgumentError("--tile and --no-tile contradict each other; give one")
+    encoder = Encoder(model, pretrained=not no_pretrained, max_pixels=max_pixels, tile=False if no_tile else tile)
 
     def work(source: Path, target: Path) -> list[str]:
-        image, info = noted(lambda: read_image(source, encoder.max_pixels, encoder.limit_reason), source)
+        image, info = noted(lambda: read_image(source, encoder.image_limit, encoder.image_reason), source)
         encoded = encoder.encode(image, info)
         publish(target, lambda temporary: temporary.write_bytes(encoded.data), force)
         return [str(target), str(len(encoded.data)), layer_summary(encoded.layer_bytes), f"{encoded.bpp:.4f}",

@@ -3,7 +3,6 @@ the base codec, and write what was measured into JSON, plots, the model card and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any

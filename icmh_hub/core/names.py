@@ -17,6 +17,7 @@ from ..errors import InvalidArgumentError
 MAX_NAME_LENGTH = 64
 NAME_RULE = f"letters, digits, _ + - only, at most {MAX_NAME_LENGTH} characters"
 _NAME = re.compile(r"[A-Za-z0-9_+-]+")
+_METHOD_NAME = re.compile(r"[A-Za-z0-9_+>-]+")  # method names may also hold ">" (the ablation "sma->fma")
 
 
 def escaped(text: object, limit: int | None = None) -> str:
@@ -29,6 +30,11 @@ def escaped(text: object, limit: int | None = None) -> str:
 def is_name(value: object) -> bool:
     """Whether ``value`` is a valid name (``check_name`` without the message)."""
     return isinstance(value, str) and len(value) <= MAX_NAME_LENGTH and _NAME.fullmatch(value) is not None
+
+
+def is_method_name(value: object) -> bool:
+    """Whether ``value`` is a valid method name: a name that may also hold ">" ("sma->fma")."""
+    return isinstance(value, str) and len(value) <= MAX_NAME_LENGTH and _METHOD_NAME.fullmatch(value) is not None
 
 
 def check_name(kind: str, value: object) -> str:

@@ -54,7 +54,7 @@ from ..core.rate import estimated_bpp
 from ..core.recognition import TaskFeatures
 from ..core.task_models import default_task_model, task_model_features
 from ..core.spec import get_codec
-from ..errors import CheckpointError, InvalidArgumentError, MissingFileError, OutputExistsError, TrainingError, unknown_name
+from ..errors import CheckpointError, InvalidArgumentError, MissingFileError, OutputExistsError, TrainingError
 from ..hub.card import write_card
 from ..hub.index import IndexSpec
 from .data import MAX_CROP, MAX_TRAINING_PIXELS, ImageFolder, files_digest, step_loader, worker_error
