@@ -95,3 +95,31 @@ def test_bad_task_lists_are_refused_in_one_line(codec, images, tasks, message):
 def test_an_unknown_task_names_the_ones_held(codec, images):
     with pytest.raises(Exception, match="cls"):
         compress_mixed(codec, images, ["seg", None, None, None, None])
+
+
+def test_cli_codes_each_file_for_the_task_its_map_names(tmp_path):
+    import json
+
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from icmh_hub.cli import main
+    from icmh_hub.formats.bitstream import read_header
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    (tmp_path / "map.json").write_text(json.dumps({"a.png": "det", str(tmp_path / "c.png"): "human"}))
+    fast = ["--codec", "mbt2018-mean", "--q", "1", "--no-pretrained", "--task", "cls"]
+    run = lambda *args: CliRunner().invoke(main, [str(a) for a in args])  # noqa: E731
+    result = run("compress", *(tmp_path / f"{n}.png" for n in "abc"), "-o", tmp_path / "o", *fast,
+                 "--task-per-file", tmp_path / "map.json")
+    assert result.exit_code == 0, result.output
+    tasks = {n: read_header((tmp_path / "o" / f"{n}.icmh").read_bytes()).task for n in "abc"}
+    assert tasks == {"a": "det", "b": "cls", "c": None}
+    alone = run("compress", tmp_path / "a.png", "-o", tmp_path / "alone.icmh", *fast[:-1], "det")
+    assert alone.exit_code == 0 and (tmp_path / "alone.icmh").read_bytes() == (tmp_path / "o" / "a.icmh").read_bytes()
+    (tmp_path / "bad.json").write_text(json.dumps({"typo.png": "det"}))
+    result = run("compress", tmp_path / "a.png", "-o", tmp_path / "p", *fast, "--task-per-file", tmp_path / "bad.json")
+    assert result.exit_code != 0 and "'typo.png' is none of the input files" in result.output

@@ -9,6 +9,7 @@ without ``--force``, and an output that is also an input is refused before anyth
 from __future__ import annotations
 
 import glob
+import json
 import sys
 import time
 import warnings
@@ -178,9 +179,11 @@ def layer_summary(sizes: dict[str, int]) -> str:
 @click.option("--no-pretrained", is_flag=True, help="Seeded random weights (no network; for tests and trials).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
               help="Refuse larger images (default: what the codec codes within 8 GB of memory).")
+@click.option("--task-per-file", "task_map", type=click.Path(dir_okay=False), default=None,
+              help="A JSON object {image file or name: task or 'human'}: those files are coded for that task, the others for --task.")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
 @click.pass_context
-def compress_command(ctx, inputs, output, codec, quality, task, adapter, variant, no_pretrained, max_pixels, force) -> None:
+def compress_command(ctx, inputs, output, codec, quality, task, adapter, variant, no_pretrained, max_pixels, task_map, force) -> None:
     """Compress images (files, directories, globs) into .icmh files.
 
     PNG, JPEG, WebP and TIFF; 8 or 16 bit; grayscale is coded as RGB and decoded back to
@@ -197,10 +200,15 @@ def compress_command(ctx, inputs, output, codec, quality, task, adapter, variant
     sources = expand_inputs(inputs, IMAGE_SUFFIXES)
     targets = output_paths(sources, output, SUFFIX)
     refuse_inputs_as_outputs(sources, targets)
-    model = build_codec(codec, quality, task, adapter, pretrained=not no_pretrained, variant=variant)
-    encoder = Encoder(model, pretrained=not no_pretrained, max_pixels=max_pixels)
+    tasks = tasks_per_file(task_map, sources, task) if task_map else dict.fromkeys(sources, task)
+    encoders = {
+        name: Encoder(build_codec(codec, quality, name, adapter if name == task else None, pretrained=not no_pretrained,
+                                  variant=variant), pretrained=not no_pretrained, max_pixels=max_pixels)
+        for name in dict.fromkeys(tasks.values())
+    }
 
     def work(source: Path, target: Path) -> list[str]:
+        encoder = encoders[tasks[source]]
         image, info = noted(lambda: read_image(source, encoder.max_pixels, encoder.limit_reason), source)
         encoded = encoder.encode(image, info)
         publish(target, lambda temporary: temporary.write_bytes(encoded.data), force)
@@ -208,6 +216,25 @@ def compress_command(ctx, inputs, output, codec, quality, task, adapter, variant
                 f"{encoded.strings_bpp:.4f}"]
 
     _run_all(ctx, list(zip(sources, targets)), work, COMPRESS_HEADER, force)
+
+
+def tasks_per_file(map_file: str, sources: list[Path], default: str | None) -> dict[Path, str | None]:
+    """Each input's task from a JSON object {file: task}: a key names a file by its path (from the
+    current folder) or by its name; inputs it does not name get ``default``. A key that names no
+    input is refused (a typo would otherwise code that file for the wrong task)."""
+    try:
+        mapping = json.loads(Path(map_file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgumentError(f"{map_file}: cannot read it as JSON ({exc}); --task-per-file takes a JSON file") from None
+    if not isinstance(mapping, dict) or not all(isinstance(v, (str, type(None))) for v in mapping.values()):
+        raise InvalidArgumentError(f"{map_file}: --task-per-file takes a JSON object {{\"image.png\": \"cls\", ...}} of task names")
+    tasks = dict.fromkeys(sources, default)
+    for key, name in mapping.items():
+        named = [p for p in sources if p == Path(key).resolve() or p.name == key]
+        if not named:
+            raise InvalidArgumentError(f"{map_file}: {key!r} is none of the input files; give their paths or names")
+        tasks.update(dict.fromkeys(named, name))
+    return tasks
 
 
 DECOMPRESS_HEADER = ["file", "size", "mode", "task", "layer", "time(s)"]
