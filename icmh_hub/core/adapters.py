@@ -254,7 +254,8 @@ class FrequencyModulation(nn.Module):
         writes NCHW rows, so no layout conversion is made; its bias is added to the spectrum's DC
         bin (the transform of a constant map), which saves a pass over the projection."""
         batch, _, height, width = x.shape
-        projected = torch.matmul(weight.flatten(1), _pixels(x).transpose(1, 2)).view(batch, -1, height, width)
+        pixels = _pixels(x).transpose(1, 2)
+        projected = torch.bmm(weight.flatten(1).expand(batch, -1, -1), pixels).view(batch, -1, height, width)
         spectrum = torch.fft.rfft2(_wide(projected), norm=FFT_NORM)
         spectrum[..., 0, 0] += _wide(bias) * (height * width)
         mixed = self.dw(spectrum.abs().to(self.dw.weight.dtype)).relu_()
