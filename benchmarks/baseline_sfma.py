@@ -1,6 +1,6 @@
 """A straightforward SFMA, the baseline that ``icmh_hub.adapters`` is measured and tested against.
 
-This is the maths of DESIGN.md section 2 written the obvious way, as the paper's released code
+This is the paper's SFMA written the obvious way, as the paper's released code
 does: three separate 1x1 projections of the input (``s_down1``, ``s_down2``, ``f_down``), the
 frequency gain applied by splitting the spectrum into amplitude and angle and rebuilding it with
 cos and sin, two separate ``up`` convolutions, and the residual added last. Parameter names

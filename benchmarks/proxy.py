@@ -64,6 +64,7 @@ BD_METHOD = "pchip"
 ROOT = Path(__file__).resolve().parents[1]
 SHIP = ROOT / "adapters" / "demo"
 SCALABLE_INDEX = ROOT / "adapters" / "demo-scalable.json"  # benchmarks.proxy_scalable's entries, on these bases
+Features = Callable[[], Any] | None  # builds a TaskFeatures for a training run
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Config:
     full_lr: float = 1e-4
     middle_dim: int = 16
     naive_dim: int = 56  # about the same parameters as SFMA at d=16 (both counted in the results)
+    codec_device: str = "cpu"  # where the base codecs train (each chain in its own process)
     task_lambdas: tuple[tuple[str, tuple[float, ...]], ...] = (("cls", (2.0, 8.0, 32.0, 128.0)), ("seg", (2.0, 8.0, 32.0, 128.0)))  # 4x apart, as the codec lambdas
     seed: int = 0
 
@@ -163,11 +165,11 @@ def train_codec_chain(config: Config, train: ProxyBatch, folder: Path, chain: tu
         generator = torch.Generator().manual_seed(config.seed + q)
 
         def batches(step: int) -> torch.Tensor:
-            return train.images[torch.randint(0, len(train.images), (config.codec_batch,), generator=generator)]
+            return train.images[torch.randint(0, len(train.images), (config.codec_batch,), generator=generator)].to(config.codec_device)
 
         started = time.time()
-        model = train_codec(model, batches, CODEC_LAMBDAS[q], steps, lr=lr, milestones=(int(steps * 0.8),),
-                            log=_every(2000, f"codec q{q}"))
+        model = train_codec(model.to(config.codec_device), batches, CODEC_LAMBDAS[q], steps, lr=lr, milestones=(int(steps * 0.8),),
+                            log=_every(2000, f"codec q{q}")).cpu()
         previous = half_precision(model)
         save_file(previous, str(paths[q]))
         log(f"base codec q{q} (lambda {CODEC_LAMBDAS[q]}, {steps} steps) trained in {time.time() - started:.0f} s")
@@ -212,9 +214,10 @@ def proxy_features(task: str, work: Path):
 
 
 def train_adapter(config: Config, task: str, q: int, variant: str, dim: int, folder: Path, work: Path,
-                  seed: int | None = None, steps: int | None = None) -> Path:
+                  seed: int | None = None, steps: int | None = None, features: Features = None) -> Path:
     """One adapter run (our ``Trainer``), cached beside the base codec it starts from: runs that
-    differ in any setting land in different folders, so a cache hit is always the same run."""
+    differ in any setting land in different folders, so a cache hit is always the same run.
+    ``features`` builds the training distortion's task features (default: the proxy model's)."""
     seed = config.seed if seed is None else seed
     steps = config.adapter_steps if steps is None else steps
     tag = f"l{config.lmbda(task, q)}-s{steps}-lr{config.adapter_lr}" + ("" if seed == config.seed else f"-seed{seed}")
@@ -224,17 +227,19 @@ def train_adapter(config: Config, task: str, q: int, variant: str, dim: int, fol
         return done
     started = time.time()
     options = training_options(config, task, q, seed, steps, config.adapter_lr, run_dir)
-    trainer = Trainer(DEMO_CODEC, q, task, folder, options=options, variant=variant, middle_dim=dim, features=proxy_features(task, work))
+    trainer = Trainer(DEMO_CODEC, q, task, folder, options=options, variant=variant, middle_dim=dim,
+                      features=(features or (lambda: proxy_features(task, work)))())
     path = trainer.fit()
     log(f"{task} q{q} {variant}{dim} seed {seed}, {steps} steps: bpp {trainer.last.bpp:.3f} "
         f"D {trainer.last.distortion:.4f} ({time.time() - started:.0f} s)")
     return path
 
 
-def train_rows(config: Config, task: str, q: int, folder: Path, work: Path) -> dict[str, Path]:
-    """SFMA, naive and full fine-tuning at one rate point."""
-    rows = {"sfma": train_adapter(config, task, q, "sfma", config.middle_dim, folder, work),
-            "naive": train_adapter(config, task, q, "naive", config.naive_dim, folder, work)}
+def train_rows(config: Config, task: str, q: int, folder: Path, work: Path, features: Features = None) -> dict[str, Path]:
+    """SFMA, naive and full fine-tuning at one rate point (``features`` as in ``train_adapter``)."""
+    features = features or (lambda: proxy_features(task, work))
+    rows = {"sfma": train_adapter(config, task, q, "sfma", config.middle_dim, folder, work, features=features),
+            "naive": train_adapter(config, task, q, "naive", config.naive_dim, folder, work, features=features)}
     tag = f"l{config.lmbda(task, q)}-s{config.adapter_steps}"
     run_dir = codec_folder(config, work) / f"{task}-q{q}-full-{tag}-lr{config.full_lr}"
     done = run_dir / f"{DEMO_CODEC}-{task}-q{q}-full.safetensors"
@@ -242,7 +247,7 @@ def train_rows(config: Config, task: str, q: int, folder: Path, work: Path) -> d
         return rows | {"full": done}
     started = time.time()
     options = training_options(config, task, q, config.seed, config.adapter_steps, config.full_lr, run_dir)
-    full = FullFinetuner(DEMO_CODEC, q, task, folder, options=options, features=proxy_features(task, work))
+    full = FullFinetuner(DEMO_CODEC, q, task, folder, options=options, features=features())
     rows["full"] = full.fit()
     log(f"{task} q{q} full fine-tuning: bpp {full.last.bpp:.3f} D {full.last.distortion:.4f} ({time.time() - started:.0f} s)")
     return rows
@@ -333,7 +338,8 @@ def shipped_entry(config: Config, task: str, q: int, variant: str, target: Path,
     return {"id": f"{DEMO_CODEC}/{task}/q{q}{suffix}", "codec": DEMO_CODEC, "task": task, "q": q,
             "lmbda": config.lmbda(task, q), "variant": variant, "middle_dim": config.middle_dim, "status": "published",
             "source": {"kind": "local", "path": target.relative_to(SHIP.parent).as_posix()},
-            "sha256": sha256_of(target), "size": target.stat().st_size, "metrics": metrics, "notes": notes}
+            "sha256": sha256_of(target), "size": target.stat().st_size, "metrics": metrics, "notes": notes,
+            "task_model": f"proxy-{task}"}
 
 
 def ship(config: Config, work: Path, bases: dict[int, Path], rows: dict, results: dict) -> None:
@@ -375,7 +381,7 @@ def bd_rows(curves: dict[str, list[dict[str, Any]]], bd: dict[str, dict], metric
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The results as the README shows them: one table per task, BD figures against the base."""
+    """The results as docs/proxy-experiment.md shows them: one table per task, BD figures against the base."""
     lines = []
     for task, curves in results["curves"].items():
         metric = METRICS[task]
@@ -395,7 +401,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def plot_task(curves: dict[str, list[dict[str, float]]], task: str, config: Config, out: Path) -> Path:
-    """Rate-accuracy curves of every row (accuracy in %), as the README shows them."""
+    """Rate-accuracy curves of every row (accuracy in %), as docs/proxy-experiment.md shows them."""
     metric = METRICS[task]
     return plot_rate_accuracy(
         {n: {"rate": [p["bpp"] for p in c], "metric": [100 * p[metric] for p in c], "q": [p["q"] for p in c]} for n, c in curves.items()},

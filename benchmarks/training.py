@@ -20,10 +20,8 @@ Processes alternate between the modes (adapter, full, adapter, full, ...) to spr
 
 Page faults: minor faults per timed step (``ru_minflt``). Every large tensor a step allocates
 comes as fresh pages from the kernel (glibc maps allocations of tens of MB anew each time), and
-each fault costs time: on the 2-core VM these figures come from, about 2.4 us per 4 KiB page
-(64 MiB of fresh memory took 41 ms to fill, the same memory warm 2.5 ms). Full fine-tuning,
-which allocates a weight gradient and keeps an input for every layer, pays about three times
-the faults of adapter tuning. With ``THP_MEM_ALLOC_ENABLE=1`` in the environment (PyTorch then
+each fault costs time (the kernel zeroes the page). Full fine-tuning, which allocates a weight
+gradient and keeps an input for every layer, pays more of them than adapter tuning. With ``THP_MEM_ALLOC_ENABLE=1`` in the environment (PyTorch then
 asks for transparent huge pages for large tensors) both modes run with most of that cost
 removed, which shows what their arithmetic alone costs.
 

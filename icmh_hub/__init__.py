@@ -3,7 +3,7 @@ machines as well, attached at runtime and removable bit for bit.
 
 The public names below are imported on first use (PEP 562), so ``import icmh_hub`` (and the
 CLI's light commands) start without torch; the built-in codec families are declared at once.
-The package's layers and their import rule: README, "How the code is laid out".
+The package's layers and their import rule: docs/layout.md.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import codecs as _codecs  # noqa: F401  (declares the built-in codecs; imports no torch)
+from . import methods as _methods  # noqa: F401  (registers the built-in adapter methods; no torch either)
 
 __version__ = "0.1.0"
 
@@ -20,13 +21,16 @@ _EXPORTS = {
     "AdaptedCodec": "core.attach", "attach": "core.attach", "detach": "core.attach",
     "Adapter": "core.adapters", "count_parameters": "core.adapters",
     "VARIANTS": "core.variants",
+    "MethodConfig": "core.methods", "get_method": "core.methods", "list_methods": "core.methods",
+    "register_method": "core.methods",
     "AdapterSet": "core.adapter_set", "build_adapters": "core.adapter_set",
     "CodecSpec": "core.spec", "get_codec": "core.spec", "list_codecs": "core.spec", "register_codec": "core.spec",
     "TaskFeatures": "core.recognition", "build_classifier": "core.recognition", "build_detector": "core.recognition",
+    "register_task_model": "core.task_models", "build_task_model": "core.task_models", "task_model_names": "core.task_models",
     "load_adapters": "formats.adapter_files", "read_metadata": "formats.adapter_files", "save_adapters": "formats.adapter_files",
     "convert_reference": "formats.reference",
     "Entry": "hub.index", "find_by_sha256": "hub.index", "list_entries": "hub.index", "resolve": "hub.index",
-    "load": "assemble", "build_base": "assemble",
+    "load": "assemble", "build_base": "assemble", "from_hub": "assemble",
     "encode": "coding", "decode": "coding",
     "Recipe": "training.recipes", "get_recipe": "training.recipes",
     "FullFinetuner": "training.trainer", "Trainer": "training.trainer", "TrainOptions": "training.trainer",
@@ -56,13 +60,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from .assemble import build_base, load
+    from .assemble import build_base, from_hub, load
     from .coding import decode, encode
     from .core.adapter_set import AdapterSet, build_adapters
     from .core.adapters import Adapter, count_parameters
     from .core.attach import AdaptedCodec, attach, detach
     from .core.recognition import TaskFeatures, build_classifier, build_detector
     from .core.spec import CodecSpec, get_codec, list_codecs, register_codec
+    from .core.methods import MethodConfig, get_method, list_methods, register_method
+    from .core.task_models import build_task_model, register_task_model, task_model_names
     from .core.variants import VARIANTS
     from .errors import (
         AdapterFileError, AdapterMismatchError, AttachError, BDError, BitstreamError, CheckpointError, DataError,

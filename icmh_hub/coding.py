@@ -6,13 +6,13 @@ the benchmarks measure rates and accuracies through it, on the same bytes ``icmh
 writes.
 
 ``encode`` / ``decode`` wrap the same steps in the .icmh container, finding the codec and
-adapters by themselves. With a scalable task (``scalable-sfma`` / ``scalable-mask``) the file has
-two layers: decoding its base layer gives the machine picture, both layers the human one (the
+adapters by themselves (``icmh_hub.assemble`` resolves what a header names). With a layered
+method (``scalable-sfma`` / ``scalable-mask``) the file has two layers: decoding its base layer gives the machine picture, both layers the human one (the
 base codec's decode, bit for bit); ``strip`` cuts a file down to its base layer.
 
 Untrusted files cannot drive the decoder out of bounds: the header's image size is held to the
 pixel limit, the payload must be laid out as the codec lays out one image of that size (one
-string per latent, latent grids of 1/16 and 1/64 of the padded size), and the entropy decoder
+string per latent, latent grids at the strides the codec's spec declares), and the entropy decoder
 reads every string with the zero padding that bounds how far it can read
 (``icmh_hub.formats.rans``). A crafted file is refused with one error or decodes to a wrong
 picture. The encoder refuses latents and scales the entropy coder cannot take (NaN, infinities,
@@ -39,8 +39,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .assemble import AdapterArg, adapter_set, build_base, load, random_adapters, registry_adapters
-from .core.adapter_set import AdapterSet, is_scalable
+from .assemble import AdapterArg, adapter_set, adapters_for_bitstream, build_base, codec_for_bitstream, task_adapters
+from .core.adapter_set import AdapterSet
 from .core.attach import AdaptedCodec
 from .core.identity import adapters_digest, base_digest
 from .core.padding import crop, pad, padded_size
@@ -49,33 +49,23 @@ from .core.scalable import LAYERS
 from .core.spec import SCALABLE_CODINGS, CodecSpec, get_codec
 from .core.tasks import HUMAN
 from .errors import BitstreamError, IcmhError, InvalidArgumentError, NumericalError
-from .formats.adapter_files import load_adapters
 from .formats.bitstream import Header, layer_bytes, pack, read_bitstream, shape_dims, unpack
 from .formats.images import ImageInfo, as_batch, check_pixels, pil_to_tensor, read_image
 from .formats.rans import bounded_decoding, checked_encoding
-from .hub.fetch import fetch
-from .hub.index import IndexSpec, find_by_sha256
+from .hub.index import IndexSpec
 
 MAX_LATENTS = 64  # latent strings per file (ELIC has 11)
 KEPT_CODECS = 2  # codecs a Decoder keeps between files (the least recently built go first)
 
 MEMORY_BUDGET_MB = 8000
 FIXED_MB = 1200  # Python, torch and a codec's weights: the most benchmarks.memory measured, rounded up
-# Peak memory of compress or decompress (the larger, task adapters on, at the family's widest
-# quality), MB per megapixel, measured by benchmarks.memory and rounded up to 50 (README, "Memory
-# and the pixel limit").
-MB_PER_MEGAPIXEL: dict[str, int] = {
-    "mbt2018-mean": 950, "bmshj2018-hyperprior": 950, "mbt2018": 1000, "cheng2020-anchor": 950,
-    "cheng2020-attn": 1100, "elic2022": 950, "tic": 2200, "mbt2018-mean-demo": 650,
-}
 SAFETY = 1.15  # the line through 0.5 and 1 MP fell short of the peak at 2 MP by up to 5.5%
 _PAYLOAD_ERRORS = (RuntimeError, ValueError, IndexError, TypeError, KeyError, OverflowError, AssertionError, AttributeError)
 
 
 def memory_per_megapixel(codec: str) -> int:
-    """MB per megapixel that coding with ``codec`` takes (the largest measured, for a codec the
-    table does not have)."""
-    return MB_PER_MEGAPIXEL.get(get_codec(codec).name, max(MB_PER_MEGAPIXEL.values()))
+    """MB per megapixel that coding with ``codec`` takes (its spec's ``memory_per_megapixel``)."""
+    return get_codec(codec).memory_per_megapixel
 
 
 def pixel_limit(codec: str) -> int:
@@ -154,7 +144,7 @@ def code(codec: AdaptedCodec, images: torch.Tensor, bitstream: bool = True, esti
         if bitstream:
             compressed = codec.compress(padded)
             strings, shape = compressed["strings"], compressed["shape"]
-            layered = is_scalable(codec.adapters)
+            layered = codec.adapters is not None and codec.adapters.layered
             bits = [8 * n for n in _per_image_bytes([strings[0], strings[2]] if layered else strings, len(images))]
             x_hat = codec.decompress(strings, shape)["x_hat"]
             if layered:
@@ -261,8 +251,8 @@ class Encoder:
             base_pretrained=self.pretrained, base_digest=self.base_digest,
             height=height, width=width, padded_height=padded.shape[-2], padded_width=padded.shape[-1],
             mode=info.mode, bits=info.bits,
-            variant=None if self.codec.adapters is None else self.codec.adapters.variant,
-            layered=is_scalable(self.codec.adapters),
+            variant=None if self.codec.adapters is None else self.codec.adapters.method,
+            layered=self.codec.adapters is not None and self.codec.adapters.layered,
         )
         return Encoded(pack(header, out["strings"], out["shape"]), header, string_bytes(out["strings"]))
 
@@ -341,10 +331,10 @@ class Decoder:
         key, added = None, False
         if task is not None:
             adapters = self._adapters_for(header, task, codec)
-            if header.layered != is_scalable(adapters):
+            if header.layered != adapters.layered:
                 raise BitstreamError(
                     f"this file is {'layered' if header.layered else 'single-layer'} but its adapters "
-                    f"({adapters.variant}) code {'one layer' if header.layered else 'two layers'}; the file is damaged"
+                    f"({adapters.method}) code {'one layer' if header.layered else 'two layers'}; the file is damaged"
                 )
             key = next((name for name, held in codec.adapter_sets.items() if held is adapters), None)
             if key is None:
@@ -382,15 +372,7 @@ class Decoder:
     def _codec_for(self, header: Header) -> AdaptedCodec:
         key = (header.codec, header.quality, header.base_digest)
         if key not in self._codecs:
-            codec = load(header.codec, None, header.quality, pretrained=header.base_pretrained, index=self.index)
-            found = base_digest(codec.base)
-            if found != header.base_digest:
-                kind = "pretrained" if header.base_pretrained else "seeded random"
-                raise BitstreamError(
-                    f"the {kind} {header.codec} q{header.quality} weights here (digest {found[:12]}) are not "
-                    f"the ones the file was coded with (digest {header.base_digest[:12]}); decode with the "
-                    "same base weights (same icmh-hub, CompressAI and torch versions, or the same checkpoint)"
-                )
+            codec = codec_for_bitstream(header.codec, header.quality, header.base_pretrained, header.base_digest, self.index)
             self._forget_codecs()
             self._codecs[key] = codec.to(self.device)
         return self._codecs[key]
@@ -406,10 +388,11 @@ class Decoder:
     def _adapters_for(self, header: Header, task: str, codec: AdaptedCodec) -> AdapterSet:
         given = self._given_adapters()
         if task != header.task:  # forced on purpose: no identity to check against
-            return given or self._cached(header, task, "", lambda: self._default_adapters(header, task))
+            return given or self._cached(header, task, "", lambda: task_adapters(header.codec, header.quality, task, header.base_pretrained, self.index))
         held = (s for s in codec.adapter_sets.values() if self._identity_for(s, header.adapter_kind) == header.adapter_id)
         adapters = given or next(held, None)
-        adapters = adapters or self._cached(header, task, header.adapter_id, lambda: self._header_adapters(header))
+        adapters = adapters or self._cached(header, task, header.adapter_id, lambda: adapters_for_bitstream(
+            header.codec, header.quality, task, header.variant, header.adapter_kind, header.adapter_id, header.base_pretrained, self.index))
         found = self._identity_for(adapters, header.adapter_kind)
         if found != header.adapter_id:
             what = f"the adapter {self.adapter}" if isinstance(self.adapter, (str, os.PathLike)) else "the adapters found"
@@ -436,27 +419,6 @@ class Decoder:
         if kind == "file":
             return adapters.sha256
         return adapters_digest(adapters)
-
-    def _header_adapters(self, header: Header) -> AdapterSet:
-        if header.adapter_kind == "tensors":
-            if header.base_pretrained:
-                raise BitstreamError(
-                    "this file was coded with adapters that were never saved to a file; "
-                    "decode in Python with the same adapters (adapter=AdapterSet, or codecs=[the codec])"
-                )
-            return random_adapters(header.codec, header.quality, header.task, header.variant or "sfma")
-        entry = find_by_sha256(header.adapter_id, self.index)
-        if entry is None:
-            raise BitstreamError(
-                f"no registry entry has the adapter sha256 {header.adapter_id[:12]}... this file was "
-                f"coded with ({header.codec} q{header.quality} task {header.task}); pass --adapter PATH"
-            )
-        return load_adapters(fetch(entry))
-
-    def _default_adapters(self, header: Header, task: str) -> AdapterSet:
-        if not header.base_pretrained:
-            return random_adapters(header.codec, header.quality, task)
-        return registry_adapters(header.codec, task, header.quality, index=self.index)
 
 
 def _layer_options(header: Header, layer: str | None, force_task: str | None) -> dict[str, str]:
@@ -502,9 +464,9 @@ def _spec_for(header: Header) -> CodecSpec:
 def _check_payload(spec: CodecSpec, header: Header, strings: Any, shape: Any) -> None:
     """The payload must be laid out as ``compress()`` lays out one image of the header's padded
     size: a list of latents, each a list of one string (batch 1), and latent shapes whose last
-    two dimensions are the y grid (1/16 of the padded size) or the z grid (1/64), as they are for
-    every codec icmh-hub registers (four stride-2 stages to y, two more to z). A layered file's
-    payload is [base y, enhancement y (None when stripped), z], each but None one string."""
+    two dimensions are one of the latent grids the spec declares (``latent_strides``: y at 1/16
+    of the padded size, z at 1/64, for every built-in codec). A layered file's payload is [base y,
+    enhancement y (None when stripped), z], each but None one string."""
     if header.layered:
         if spec.latent_coding not in SCALABLE_CODINGS:
             raise BitstreamError(f"damaged .icmh file: {header.codec} files cannot be layered")
@@ -514,8 +476,7 @@ def _check_payload(spec: CodecSpec, header: Header, strings: Any, shape: Any) ->
     )
     if not one_image:
         raise BitstreamError("damaged .icmh file: the payload is not one latent string per latent for one image")
-    z_grid = (header.padded_height // spec.pad_multiple, header.padded_width // spec.pad_multiple)
-    grids = {z_grid, (4 * z_grid[0], 4 * z_grid[1])}
+    grids = {(header.padded_height // stride, header.padded_width // stride) for stride in spec.latent_strides}
     dims = list(shape_dims(shape))
     if not dims or any(len(d) < 2 or tuple(d[-2:]) not in grids for d in dims):
         raise BitstreamError(

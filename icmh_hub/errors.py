@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+SHOWN_NAMES = 8  # known names an UnknownNameError lists before "and N more"
+
 
 class IcmhError(Exception):
     """Base class: a problem the user can fix (bad input, missing file, mismatch)."""
@@ -107,13 +109,18 @@ class DistributedError(IcmhError, RuntimeError):
 
 
 def unknown_name(kind: str, name: object, known: Iterable[object], hint: str = "") -> UnknownNameError:
-    """Build an UnknownNameError that lists the closest known names, then all of them."""
+    """Build an UnknownNameError that lists the closest known names, then the known ones (at
+    most ``SHOWN_NAMES``, the closest first, with how many more there are)."""
     known = [str(k) for k in known]
     close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
     message = f"unknown {kind} {name!r}"
     if close:
         message += f"; did you mean {', '.join(repr(c) for c in close)}?"
-    message += f" Known: {', '.join(known) if known else '(none)'}."
+    if len(known) > SHOWN_NAMES:
+        nearest = difflib.get_close_matches(str(name), known, n=SHOWN_NAMES, cutoff=0.0)
+        message += f" Known: {', '.join(nearest)} and {len(known) - len(nearest)} more."
+    else:
+        message += f" Known: {', '.join(known) if known else '(none)'}."
     if hint:
         message += f" {hint}"
     return UnknownNameError(message)

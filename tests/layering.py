@@ -1,9 +1,9 @@
 """Checks the package's import rule by reading its source (ast), function-level imports included.
 
-Layers, bottom to top (README, "How the code is laid out"); a module may import its own layer
+Layers, bottom to top (docs/layout.md); a module may import its own layer
 and the layers below, never one above, and no two modules may import each other in a cycle:
 
-    errors, _io, _compressai  <-  core  <-  codecs  <-  formats  <-  hub  <-  assemble  <-  coding
+    errors, _io, _compressai  <-  core  <-  codecs  <-  methods  <-  formats  <-  hub  <-  assemble  <-  coding
         <-  {training, evaluation}  <-  demo  <-  cli
 
 training and evaluation are siblings: neither imports the other. The package's ``__init__``
@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("base",),
     ("core",),
     ("codecs",),
+    ("methods",),
     ("formats",),
     ("hub",),
     ("assemble",),

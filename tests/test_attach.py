@@ -51,7 +51,7 @@ def test_adapters_do_not_enter_the_base_state_dict():
     model, untouched = build_pair("mbt2018-mean", 3)
     adapted = attach(model, "mbt2018-mean", {"cls": reference_adapters("mbt2018-mean", 3)})
     assert model.state_dict().keys() == untouched.state_dict().keys()
-    assert any(k.startswith("adapter_sets.cls.") for k in adapted.state_dict())
+    assert any(k.startswith("adapters.cls.") for k in adapted.state_dict())
 
 
 @pytest.mark.parametrize("codec", ["mbt2018-mean", "cheng2020-anchor"])

@@ -186,23 +186,22 @@ def test_write_failures_and_memory_errors_are_one_line_each(tmp_path, images, mo
     result = _run("compress", images / "a.png", "-o", afile / "x.icmh", *FAST)
     assert result.exit_code == 1 and f"{afile} is a file, not a folder" in result.stderr
 
-    import tempfile
-
+    import icmh_hub._io
     import icmh_hub.formats.images
 
-    real_mkstemp, real_read = tempfile.mkstemp, icmh_hub.formats.images.read_image
+    real_fresh_file, real_read = icmh_hub._io._fresh_file, icmh_hub.formats.images.read_image
 
-    def read_only(*args, prefix="", **kwargs):  # what a read-only folder does (root ignores chmod)
-        if prefix.startswith(".a.icmh"):
+    def read_only(target):  # what a read-only folder does (root ignores chmod)
+        if target.name == "a.icmh":
             raise PermissionError(13, "Permission denied")
-        return real_mkstemp(*args, prefix=prefix, **kwargs)
+        return real_fresh_file(target)
 
     def no_memory(path, *args, **kwargs):
         if Path(path).name == "b.png":
             raise MemoryError()
         return real_read(path, *args, **kwargs)
 
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(icmh_hub._io, "_fresh_file", read_only)
     monkeypatch.setattr(icmh_hub.formats.images, "read_image", no_memory)
     result = _run("compress", images, "-o", tmp_path / "coded", *FAST)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -273,4 +272,4 @@ def test_animations_pillow_warnings_and_the_pixel_limit(tmp_path, monkeypatch):
 
     result = _run("compress", tmp_path / "small.png", "-o", tmp_path / "small2.icmh", *FAST, "--max-pixels", "143")
     assert result.exit_code == 1
-    assert "12x12 is 0.0 MP, more than the limit of 0.0 MP; to go on anyway, raise it with --max-pixels 144" in result.stderr
+    assert "12x12 is 144 pixels, more than the limit of 143 pixels; to go on anyway, raise it with --max-pixels 144" in result.stderr

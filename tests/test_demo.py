@@ -103,3 +103,24 @@ def test_demo_files_decode_through_the_registry_alone():
         direct = codec.decompress(out["strings"], out["shape"])["x_hat"].clamp(0, 1)
     decoded = decode(encode(codec, x))
     assert torch.allclose(decoded, direct, atol=1 / 255)  # the file stores 8-bit pixels
+
+
+def test_demo_figure_numbers_are_measured_on_the_drawn_images(tmp_path):
+    """Titles and pictures agree: the decodes' bpp are those of the shown images' own coding, the
+    maps' titles are the drawn maps' mean, and the maps (y's estimated bits) match the real bits."""
+    from icmh_hub.demo.run import SHOWN, code_batch, figure
+
+    batch = make_proxy(24, 64, seed=31).as_8bit()
+    codec = load(DEMO_CODEC, task="cls", q=2)
+    classifier = load_model("cls")
+    with codec.human():
+        human = code_batch(codec, batch, "cls", classifier)
+    machine = code_batch(codec, batch, "cls", classifier)
+    shown = figure(batch, human, machine, codec, tmp_path / "f.png")
+    pixels = SHOWN * 64 * 64
+    for name, coding in (("human", human), ("machine", machine)):
+        assert shown.maps[name].shape == (16, 16)  # 4 x 4 images of 4 x 4 latent positions
+        assert shown.map_bpp[name] == pytest.approx(float(shown.maps[name].sum()) / pixels)
+        assert shown.bpp[name] == pytest.approx(sum(coding.bits[:SHOWN]) / pixels)
+        assert shown.map_bpp[name] == pytest.approx(shown.bpp[name], rel=0.15)  # estimate of y vs real bytes (z, overhead)
+    assert (shown.map_bpp["machine"] > shown.map_bpp["human"]) == (shown.bpp["machine"] > shown.bpp["human"])

@@ -162,6 +162,7 @@ def test_a_rank_that_fails_stops_every_rank_naming_it(tmp_path, monkeypatch):
 
     gathered = [None, ("DataError", "cannot read image x.png")]
     monkeypatch.setattr(dist, "all_gather_object", lambda out, value: out.__setitem__(slice(None), gathered))
+    monkeypatch.setattr(dist, "all_reduce", lambda flag, op=None: flag.fill_(sum(g is not None for g in gathered)))
     with pytest.raises(DistributedError, match=r"rank 1 failed while setting up \(DataError: cannot read image x.png\); rank 0 stops too"):
         agree(None, World(0, 2), "setting up")
     own = InvalidArgumentError("mine")

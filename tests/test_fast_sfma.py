@@ -160,3 +160,47 @@ def test_batches_processed_in_chunks_give_the_same_numbers(monkeypatch):
     torch.testing.assert_close(gx_chunked, gx, **TOL)
     for grad, p in zip(grads, adapter.parameters()):
         torch.testing.assert_close(p.grad, grad, **TOL)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_hand_written_backward_equals_autograd_path(variant):
+    """Branches opt into the hand-written backward; without it (``manual_backward = False``, as a
+    branch lacking ``hidden_grads`` gets) the adapter trains with autograd: same numbers."""
+    manual = Adapter(16, 8, variant, init="reference")
+    plain = Adapter(16, 8, variant, init="reference")
+    plain.load_state_dict(manual.state_dict())
+    for stage in plain.stages:
+        stage.manual_backward = False
+    x, upstream = torch.randn(2, 16, 9, 12), torch.randn(2, 16, 9, 12)
+    out_manual, gx_manual = _grads(manual, x, upstream)
+    out_plain, gx_plain = _grads(plain, x, upstream)
+    torch.testing.assert_close(out_manual, out_plain, **TOL)
+    torch.testing.assert_close(gx_manual, gx_plain, **TOL)
+    for (name, a), b in zip(manual.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, **TOL, msg=name)
+
+
+def test_a_branch_without_a_hand_written_backward_trains_with_autograd():
+    from icmh_hub.core.adapters import BRANCHES, ParallelAdapter
+
+    class Scaled(torch.nn.Module):  # a new branch: forward maths only
+        in_width_factor = 1
+
+        def __init__(self, channels: int, middle_dim: int) -> None:
+            super().__init__()
+            self.up = torch.nn.Conv2d(middle_dim, channels, 1)
+
+        def hidden(self, projected: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(projected)
+
+    BRANCHES["scaled"] = Scaled
+    try:
+        adapter = ParallelAdapter(8, 4, ("scaled",))
+        x = torch.randn(1, 8, 5, 5, requires_grad=True)
+        adapter(x).square().sum().backward()
+        expected = x + adapter.branches[0].up(torch.tanh(adapter.down(x)))
+        with torch.no_grad():
+            torch.testing.assert_close(adapter(x), expected, **TOL)
+        assert x.grad is not None and all(p.grad is not None for p in adapter.parameters())
+    finally:
+        del BRANCHES["scaled"]

@@ -246,3 +246,56 @@ def test_index_hosted_on_the_hub(servers, hf_env, monkeypatch):
     listed = {e["id"]: e for e in json.loads(run.output)}
     assert "zoo/det" in listed and listed["zoo/det"]["origin"].startswith("hf://org/zoo@")
     assert fetch(get_entry("zoo/det")).read_bytes() == good.read_bytes()
+
+
+# ----------------------------------------------------------------------------- adapters straight from a Hub repo
+
+
+def test_from_hub_builds_the_codec_the_file_names_and_trusts_its_first_sha256(servers, hf_env):
+    from icmh_hub import AdaptedCodec, from_hub
+    from icmh_hub.errors import AdapterMismatchError
+    from icmh_hub.hub.fetch import hub_trust_key
+    from icmh_hub.hub.transport import trust_records
+
+    double, _, _ = servers
+    good = adapter_file(hf_env / "seg.safetensors", task="seg")
+    push_adapter(good, "org/direct", path="mbt/seg-q1.safetensors", endpoint=double.url)
+
+    codec = from_hub("org/direct", filename="mbt/seg-q1.safetensors", pretrained=False)
+    assert isinstance(codec, AdaptedCodec) and codec.tasks == ["seg"] and codec.task == "seg"
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad(), codec.human():
+        human = codec(x)["x_hat"]
+    with torch.no_grad():
+        assert not torch.equal(codec(x)["x_hat"], human)  # the adapters act
+    assert trust_records()[hub_trust_key("org/direct", "mbt/seg-q1.safetensors", None)]["sha256"] == sha256_of(good)
+    with pytest.raises(AdapterMismatchError, match="q1, not q2"):
+        from_hub("org/direct", filename="mbt/seg-q1.safetensors", q=2, pretrained=False)
+    with pytest.raises(AdapterMismatchError, match="for task 'seg', not 'cls'"):
+        from_hub("org/direct", filename="mbt/seg-q1.safetensors", task="cls", pretrained=False)
+
+    other = adapter_file(hf_env / "other.safetensors", task="seg", seed=3)
+    double.write_file("org/direct", "mbt/seg-q1.safetensors", other.read_bytes())  # replaced at main
+    with pytest.raises(IntegrityError, match="recorded on first use.*retrust=True"):
+        from_hub("org/direct", filename="mbt/seg-q1.safetensors", pretrained=False)
+    assert from_hub("org/direct", filename="mbt/seg-q1.safetensors", pretrained=False, retrust=True).tasks == ["seg"]
+
+
+def test_cli_adapter_from_a_hub_address_codes_and_decodes(servers, hf_env, tmp_path):
+    from PIL import Image
+
+    double, _, _ = servers
+    pushed = push_adapter(adapter_file(hf_env / "cls.safetensors"), "org/cli", path="a/cls.safetensors", endpoint=double.url)
+    Image.new("RGB", (48, 32), "teal").save(tmp_path / "img.png")
+    address = f"hf://org/cli@{pushed['source']['revision']}/a/cls.safetensors"
+    runner = CliRunner()
+    coded = runner.invoke(main, ["compress", str(tmp_path / "img.png"), "-o", str(tmp_path / "img.icmh"), "--codec", CODEC,
+                                 "--q", str(Q), "--adapter", address, "--no-pretrained"])
+    assert coded.exit_code == 0, coded.output
+    decoded = runner.invoke(main, ["decompress", str(tmp_path / "img.icmh"), "-o", str(tmp_path / "out.png"), "--adapter", address])
+    assert decoded.exit_code == 0, decoded.output
+    assert Image.open(tmp_path / "out.png").size == (48, 32)
+    missing = runner.invoke(main, ["decompress", str(tmp_path / "img.icmh"), "-o", str(tmp_path / "x.png"),
+                                   "--adapter", "hf://org/cli/none.safetensors"])
+    assert missing.exit_code == 1 and missing.output.count("\n") == 1  # (olah answers a missing file as a missing repo)
+    assert missing.output.startswith("error: ") and "org/cli" in missing.output

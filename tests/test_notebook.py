@@ -44,4 +44,5 @@ def test_notebook_runs_top_to_bottom_in_a_fresh_kernel(tmp_path, monkeypatch):
     for name in ("human", "cls", "seg"):
         assert f"{name:>5}: " in printed and "bpp" in printed
     assert "same bytes: True" in printed
+    assert "On this picture the cls adapters spend" in printed  # the text states what its own picture shows
     assert not list(tmp_path.iterdir()), "the notebook should write no files"

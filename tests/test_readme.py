@@ -1,5 +1,7 @@
-"""README stays true: its generated tables match the registry index and the CLI, the set-up
-commands come first, and every code block marked ``<!-- runnable -->`` runs (offline)."""
+"""README and docs/*.md stay true: README's generated tables match the registry index and the
+CLI, the set-up commands come first, README stays short, every relative link and anchor
+resolves, every docs page is linked from README, and every code block marked
+``<!-- runnable -->`` runs (offline)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,12 @@ from icmh_hub.cli import main
 from icmh_hub.errors import IcmhError
 from icmh_hub.hub.index import INDEX_ENV, entry_from_dict
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+PAGES = [README, *DOCS]
+README_MAX_LINES = 400
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 RUNNABLE = "<!-- runnable -->"
 FENCE = re.compile(r"^```(\w*)\s*$")
 LANGUAGES = ("python", "bash")
@@ -38,23 +45,68 @@ def code_blocks(text: str) -> list[tuple[int, str, str, bool]]:
 
 
 def runnable_blocks() -> list:
-    return [pytest.param(lang, code, id=f"line{line}-{lang}") for line, lang, code, marked in code_blocks(README.read_text()) if marked]
+    return [pytest.param(lang, code, id=f"{page.stem}-line{line}-{lang}")
+            for page in PAGES for line, lang, code, marked in code_blocks(page.read_text()) if marked]
 
 
 # ----------------------------------------------------------------------------- structure
 
 
-def test_set_up_commands_are_the_first_code_block():
-    _, lang, code, _ = code_blocks(README.read_text())[0]
-    assert (lang, code) == ("bash", 'pip install -e ".[dev]"\npytest\n')
+def test_set_up_commands_are_the_first_code_block_and_come_early():
+    line, lang, code, _ = code_blocks(README.read_text())[0]
+    clone, install = code.splitlines()
+    assert lang == "bash" and clone.startswith("git clone ") and install == 'pip install -e ".[dev]"'
+    assert line < 30, "the set-up commands belong on README's first screen"
 
 
-def test_every_runnable_marker_sits_on_a_python_or_bash_block():
-    text = README.read_text()
+def test_readme_stays_short():
+    lines = len(README.read_text().splitlines())
+    assert lines <= README_MAX_LINES, f"README has {lines} lines; move details to docs/*.md (at most {README_MAX_LINES})"
+
+
+def test_no_command_that_does_not_exist():
+    """icmh-hub is not on PyPI: no page may offer to install or upgrade it from there."""
+    for page in PAGES:
+        assert not re.search(r"pip install (-U |--upgrade )?icmh-hub", page.read_text()), page.name
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_runnable_marker_sits_on_a_python_or_bash_block(page):
+    text = page.read_text()
     marked = [lang for _, lang, _, is_marked in code_blocks(text) if is_marked]
-    assert len(marked) == text.count(RUNNABLE), f"a {RUNNABLE} marker is not on the line just before a code fence"
+    assert len(marked) == text.count(RUNNABLE), f"{page.name}: a {RUNNABLE} marker is not on the line just before a code fence"
     assert set(marked) <= set(LANGUAGES)
-    assert {"python", "bash"} <= set(marked), "the quickstart and a CLI example must stay runnable"
+    if page == README:
+        assert {"python", "bash"} <= set(marked), "the quickstart and a CLI example must stay runnable"
+
+
+def anchors(text: str) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces as dashes."""
+    headings = [line.lstrip("#").strip() for line in text.splitlines() if re.match(r"^#{1,6} ", line)]
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_relative_links_and_anchors_resolve(page):
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)  # links in code are not links
+    for target in LINK.findall(text):
+        if re.match(r"^[a-z]+:", target):
+            continue  # https:, mailto:
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        assert linked.exists(), f"{page.name} links to {target}, which does not exist"
+        if anchor and linked.suffix == ".md":
+            assert anchor in anchors(linked.read_text()), f"{page.name} links to {target}: no such heading"
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    linked = {(README.parent / target.partition("#")[0]).resolve() for target in LINK.findall(README.read_text())}
+    assert not [page.name for page in DOCS if page.resolve() not in linked]
+
+
+def test_anchors_follow_githubs_rules():
+    assert anchors("# Scalable coding: one file for machines and people\n## TIC, the paper's codec\n") == {
+        "scalable-coding-one-file-for-machines-and-people", "tic-the-papers-codec"}
 
 
 def test_code_blocks_parser_sees_markers_and_languages():
@@ -93,12 +145,10 @@ def test_registry_table_shows_measured_bpp_and_accuracy_only():
     measured = _entry([metric("bbox_AP", 30.0), metric("bbox_AP50", 51.234), metric("bpp_est", 0.12345),
                        metric("bbox_AP50", 60.0, source="paper")])
     actual_only = _entry([metric("bpp_actual", 0.2, dataset="tiny"), metric("psnr", 30.0, dataset="tiny")])
+    assert readme_tables.registry_table([paper_only]).splitlines()[2:] == ["| c | sfma | det | 2 | 10 | published | - |"]
     rows = readme_tables.registry_table([paper_only, measured, actual_only]).splitlines()[2:]
-    assert rows == [
-        "| c | det | 2 | 10 | published | - | - | - |",
-        "| c | det | 2 | 10 | published | 0.1235 | bbox_AP50 51.23 | coco-val2017, 500 images |",
-        "| c | det | 2 | 10 | published | 0.2000 (actual) | - | tiny, 500 images |",
-    ]
+    assert rows == ["| c | sfma | det | 2 | 10 | published | q2: 0.1235, bbox_AP50 51.23<br>q2: 0.2000 (actual), - "
+                    "(coco-val2017, 500 images; tiny, 500 images) |"]
 
 
 # ----------------------------------------------------------------------------- CLI table

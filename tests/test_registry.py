@@ -201,7 +201,8 @@ def test_fetch_url_pins_or_trusts_on_first_use(web, monkeypatch):
 
 def test_url_source_with_converter_converts_once(web, tmp_path, monkeypatch):
     folder, url = web
-    (folder / "ckpt.pth.tar").write_bytes(b"reference checkpoint")
+    torch.save({"state_dict": {"g_a.0.weight": torch.ones(2)}}, folder / "ckpt.pth.tar")  # a checkpoint of weights
+    checkpoint = (folder / "ckpt.pth.tar").read_bytes()
     calls = []
 
     def fake_convert(checkpoint, codec, q, task, out, base, **info):  # stands in for convert_reference
@@ -216,7 +217,7 @@ def test_url_source_with_converter_converts_once(web, tmp_path, monkeypatch):
     index = write_index(tmp_path, [entry])
     first = fetch(get_entry("ref/cls", index=index))
     second = fetch(get_entry("ref/cls", index=index))
-    assert first == second and calls == [(b"reference checkpoint", None, "not checked")] and load_adapters(first).task == "cls"
+    assert first == second and calls == [(checkpoint, None, "not checked")] and load_adapters(first).task == "cls"
     assert load_adapters(first).info["source_url"] == f"{url}/ckpt.pth.tar"
     version = 2  # a new converter version converts again
     assert fetch(get_entry("ref/cls", index=index)) == first and len(calls) == 2

@@ -11,7 +11,7 @@ import torch
 
 from icmh_hub import InvalidArgumentError, attach, build_adapters, build_base, detach, get_codec
 from icmh_hub.codecs.demo import DEMO_CODEC
-from icmh_hub.core.adapter_set import ScalableAdapters
+from icmh_hub.core.scalable import ScalableAdapters
 from icmh_hub.coding import Decoder, Encoder
 from icmh_hub.core.scalable import compress_layers, decompress_layers, entropy_parameters
 from icmh_hub.formats.bitstream import strip

@@ -13,6 +13,7 @@ TIC at 256x512 costs seconds on a CPU, so the codec is loaded once for the modul
 
 from __future__ import annotations
 
+import ast
 import collections
 import json
 import os
@@ -35,7 +36,7 @@ from icmh_hub.hub.index import get_entry
 from icmh_hub.hub.transport import MIRROR_ENV, trust_records, url_target
 
 from .file_server import FileServer
-from .tic_reference import CHECKPOINT, TOLERANCE, VECTORS, needs_reference, reconstruct_like_reference
+from .tic_reference import CHECKPOINT, TOLERANCE, TRANSTIC_TSV, VECTORS, needs_reference, reconstruct_like_reference
 
 pytestmark = needs_reference
 
@@ -66,9 +67,26 @@ def release_checkpoint(state: dict, path: Path) -> Path:
     return path
 
 
+def transtic_layout(codec: dict) -> dict:
+    """A base codec's state_dict in the layout TransTIC's code writes: the entropy bottleneck under
+    CompressAI's older names (``_matrix0``, ``_bias0``, ``_factor0``) and an ``attn_mask`` buffer
+    in every shifted Swin block (its shapes from the reference's key list)."""
+    renamed = {}
+    for key, value in codec.items():
+        for new, old in (("matrices.", "_matrix"), ("biases.", "_bias"), ("factors.", "_factor")):
+            key = key.replace(f"entropy_bottleneck.{new}", f"entropy_bottleneck.{old}")
+        renamed[key] = value
+    for line in TRANSTIC_TSV.read_text().splitlines():
+        key, shape = line.split("\t")[:2]
+        if key.endswith(".attn_mask"):
+            renamed[key] = torch.zeros(ast.literal_eval(shape))
+    return renamed
+
+
 def transtic_base(state: dict, path: Path) -> Path:
-    """The codec part of ``state`` saved as TransTIC's scripts save a base codec."""
-    codec = codec_state(state)
+    """The codec part of ``state`` saved as TransTIC's scripts save a base codec (their layout)."""
+    codec = transtic_layout(codec_state(state))
+    assert "entropy_bottleneck._matrix0" in codec and "g_a1.residual_group.blocks.1.attn_mask" in codec
     optimizer, scheduler = _adam_and_scheduler([codec["g_a0.weight"]], [200, 300])
     aux, _ = _adam_and_scheduler([codec["entropy_bottleneck.quantiles"]], [200, 300])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +166,7 @@ def test_first_use_is_recorded_and_the_converted_file_says_where_it_came_from(re
     assert f"converted file {sha256_of(converted)}" in out and "(base codec checked)" in out
     assert "fetched from " + release["server"].url + "/" + RELEASE + "/ckpt_det_level2.tar" in out
     assert "bd_rate = -55.14 on COCO val2017 (5000 images): the paper's figure" in out and "lambda      1\n" in out
-    listed = _icmh("list", "--codec", "tic", "--json")
+    listed = _icmh("list", "--codec", "tic", "--method", "sfma", "--json")
     assert sorted(e["id"] for e in json.loads(listed.stdout)) == sorted(f"tic/{t}/q{q}" for t in ("cls", "det", "seg") for q in range(1, 5))
 
 

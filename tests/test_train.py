@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,6 +134,11 @@ def test_resume_refuses_a_different_run(images, tmp_path):
     trainer(images, tmp_path, steps=1).fit()
     with pytest.raises(IcmhError, match="different run .*middle_dim"):
         trainer(images, tmp_path, steps=1, middle_dim=4).fit(resume=True)
+    other = tmp_path / "other-data"
+    shutil.copytree(images, other)
+    (other / "class_0" / "0.png").rename(other / "class_0" / "renamed.png")  # the same pictures, another file list
+    with pytest.raises(IcmhError, match=r"different run \(data: '4 images, sha256 [0-9a-f]{16}' there, '4 images, sha256 [0-9a-f]{16}' now\)"):
+        trainer(other, tmp_path, steps=1).fit(resume=True)
     with pytest.raises(IcmhError, match="no checkpoint"):
         trainer(images, tmp_path / "elsewhere", steps=1).fit(resume=True)
 
@@ -305,7 +311,8 @@ def test_sigterm_mid_step_finishes_the_step_then_resume_equals_a_straight_run(im
     ("--workers", "-1", "--workers must be 0 (load in the training process) or more, got -1"),
     ("--checkpoint-every", "-1", "--checkpoint-every must be 0 (only at the end and on Ctrl-C) or more steps, got -1"),
     ("--crop", "50", "crop 50 is not a multiple of 64, the size mbt2018-mean codes without padding; use e.g. --crop 64"),
-    ("--crop", "0", "--crop must be a positive number of pixels, got 0"),
+    ("--crop", "0", "--crop must be 1 to 9459 pixels (a training image holds at most 89,478,485), got 0"),
+    ("--crop", "65536", "--crop must be 1 to 9459 pixels (a training image holds at most 89,478,485), got 65536"),
     ("--crop", "96", "crop 96 is not a multiple of 64, the size mbt2018-mean codes without padding; use e.g. --crop 128"),
     ("--middle-dim", "0", "--middle-dim must be a positive number of channels, got 0"),
 ])

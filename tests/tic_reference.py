@@ -26,7 +26,14 @@ TOLERANCE = 1e-4
 TIE = 1e-5  # |frac(y - mu) - 0.5| below this is a knife edge (float32 steps near 5 are ~5e-7)
 MAX_TIES = 2
 
+TRANSTIC_CHECKPOINT = REFERENCE / "transtic_layout_random.pth.tar"
+TRANSTIC_VECTORS = REFERENCE / "transtic_layout_vectors.safetensors"
+TRANSTIC_TSV = REFERENCE / "transtic_state_dict.tsv"
+
 needs_reference = pytest.mark.skipif(not VECTORS.is_file(), reason=f"reference vectors not found in {REFERENCE}")
+needs_transtic = pytest.mark.skipif(
+    not (TRANSTIC_VECTORS.is_file() and TRANSTIC_CHECKPOINT.is_file()), reason=f"TransTIC reference files not found in {REFERENCE}"
+)
 
 
 def _latents(tic, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

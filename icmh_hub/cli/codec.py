@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import sys
 import time
 import warnings
@@ -19,10 +20,13 @@ from typing import Any
 
 import click
 
-from ..core.variants import ALL_VARIANTS
 from ..errors import IcmhError, InvalidArgumentError, MissingFileError, OutputError, OutputExistsError
 from ..formats.bitstream import SUFFIX
+from .options import method_option
 from .main import one_line
+from .options import adapter_option, threads_option
+
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
 
 
 def expand_inputs(arguments: Iterable[str], suffixes: Sequence[str]) -> list[Path]:
@@ -51,16 +55,22 @@ def expand_inputs(arguments: Iterable[str], suffixes: Sequence[str]) -> list[Pat
 
 def output_paths(inputs: list[Path], output: str, suffix: str) -> list[Path]:
     """Where each input goes: ``output`` itself for one input named like ``*suffix``, else
-    ``output/<stem><suffix>`` (two inputs with the same stem are refused rather than overwritten)."""
+    ``output/<stem><suffix>``; inputs whose stems collide (``a.png``, ``a.jpg``) keep their whole
+    name instead (``a.png.icmh``, ``a.jpg.icmh``), so nothing is overwritten and a name stays
+    the same whatever else is in the batch. Same names in different folders are refused."""
     target = Path(output)
     if len(inputs) == 1 and target.suffix.lower() == suffix and not target.is_dir():
         return [target]
     if target.exists() and not target.is_dir():
         raise InvalidArgumentError(f"{output} is a file; give a directory for -o (or a *{suffix} name for a single input)")
-    paths = [target / (p.stem + suffix) for p in inputs]
-    clashes = sorted({str(p) for p in paths if paths.count(p) > 1})
+    stems = [p.stem for p in inputs]
+    paths = [target / ((p.stem if stems.count(p.stem) == 1 else p.name) + suffix) for p in inputs]
+    clashes = [p for p in paths if paths.count(p) > 1]
     if clashes:
-        raise InvalidArgumentError(f"several inputs would be written to {clashes[0]}; give inputs with different names")
+        sources = [str(i) for i, p in zip(inputs, paths) if p == clashes[0]]
+        raise InvalidArgumentError(
+            f"{', '.join(sources)} would all be written to {clashes[0]}; give files with different names (or code them separately)"
+        )
     return paths
 
 
@@ -100,6 +110,16 @@ def publish(target: Path, write: Callable[[Path], None], force: bool) -> None:
         raise OutputError(f"{target}: cannot write it ({exc.strerror or exc}); check that its folder is writable") from None
 
 
+def check_name_length(target: Path) -> None:
+    """A file name longer than file systems allow is one clear error (not ENAMETOOLONG from deep inside)."""
+    size = len(os.fsencode(target.name))
+    if size > NAME_MAX:
+        raise OutputError(
+            f"{target.name[:40]}...: the output name is {size} bytes, more than the {NAME_MAX} a file name may have; "
+            "rename the input, or code it alone with -o NAME"
+        )
+
+
 def noted(read: Callable[[], Any], source: Path) -> Any:
     """``read()``, printing each warning it raises (alpha dropped, frames left out, Pillow's
     decompression-bomb warning) as a ``note:`` line."""
@@ -130,6 +150,7 @@ def _run_all(
         for source, target in bar:
             start = time.perf_counter()
             try:
+                check_name_length(target)
                 if target.exists() and not force:
                     raise OutputExistsError(f"{target} exists; pass --force to replace it")
                 row = work(source, target)
@@ -173,25 +194,28 @@ def layer_summary(sizes: dict[str, int]) -> str:
 @click.option("--codec", default="mbt2018-mean", show_default=True, help="Base codec (see `icmh-hub codecs`).")
 @click.option("--q", "quality", type=int, default=3, show_default=True, help="Quality level of the base codec.")
 @click.option("--task", default=None, help="Task adapters to use (cls, det, seg, ...); omit or 'human' for the plain codec.")
-@click.option("--adapter", type=click.Path(dir_okay=False), help="A local adapter file instead of the registry.")
-@click.option("--variant", type=click.Choice(list(ALL_VARIANTS)), default=None,
-              help="Adapter variant from the registry: sfma (default), or scalable-sfma / scalable-mask for a two-layer file.")
+@adapter_option("An adapter file instead of the registry.")
+@method_option(help="Adapter method from the registry: sfma (default), transtic, or scalable-sfma / scalable-mask for a two-layer file.")
 @click.option("--no-pretrained", is_flag=True, help="Seeded random weights (no network; for tests and trials).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
               help="Refuse larger images (default: what the codec codes within 8 GB of memory).")
 @click.option("--task-per-file", "task_map", type=click.Path(dir_okay=False), default=None,
               help="A JSON object {image file or name: task or 'human'}: those files are coded for that task, the others for --task.")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
+@threads_option
 @click.pass_context
-def compress_command(ctx, inputs, output, codec, quality, task, adapter, variant, no_pretrained, max_pixels, task_map, force) -> None:
+def compress_command(ctx, inputs, output, codec, quality, task, adapter, method, no_pretrained, max_pixels, task_map, force) -> None:
     """Compress images (files, directories, globs) into .icmh files.
 
     PNG, JPEG, WebP and TIFF; 8 or 16 bit; grayscale is coded as RGB and decoded back to
     grayscale; alpha is dropped and an animation is coded as its first frame (each with a note).
     Images larger than --max-pixels are refused before they are read. bpp(file) counts the whole
-    file, header included; bpp(strings) only the entropy-coded strings. With a scalable variant
+    file, header included; bpp(strings) only the entropy-coded strings. With a scalable method
     the file has a base layer (the machine task's) and an enhancement layer (the rest, for
     people); layers(bytes) gives each one's size.
+
+    With -o DIR each image is written as DIR/NAME.icmh, NAME its file name without the suffix;
+    images whose names differ only in the suffix (a.png, a.jpg) keep it: a.png.icmh, a.jpg.icmh.
     """
     from ..assemble import build_codec
     from ..coding import Encoder
@@ -203,7 +227,7 @@ def compress_command(ctx, inputs, output, codec, quality, task, adapter, variant
     tasks = tasks_per_file(task_map, sources, task) if task_map else dict.fromkeys(sources, task)
     encoders = {
         name: Encoder(build_codec(codec, quality, name, adapter if name == task else None, pretrained=not no_pretrained,
-                                  variant=variant), pretrained=not no_pretrained, max_pixels=max_pixels)
+                                  method=method), pretrained=not no_pretrained, max_pixels=max_pixels)
         for name in dict.fromkeys(tasks.values())
     }
 
@@ -243,13 +267,14 @@ DECOMPRESS_HEADER = ["file", "size", "mode", "task", "layer", "time(s)"]
 @click.command("decompress")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, help="Output directory (or a .png file name for one input).")
-@click.option("--adapter", type=click.Path(dir_okay=False), help="The adapter file the images were coded with (checked by sha256).")
+@adapter_option("The adapter file the images were coded with (checked by sha256).")
 @click.option("--force-task", default=None, help="Decode with this task's adapters, or 'human' for none, whatever the file was coded for.")
 @click.option("--layer", type=click.Choice(["base", "full"]), default=None,
               help="Layered files: base (the machine picture) or full (the human one; the default when the file has it).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
               help="Refuse files of larger images (default: what their codec decodes within 8 GB of memory).")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
+@threads_option
 @click.pass_context
 def decompress_command(ctx, inputs, output, adapter, force_task, layer, max_pixels, force) -> None:
     """Decompress .icmh files (files, directories, globs) into PNGs at their original size.
@@ -259,14 +284,20 @@ def decompress_command(ctx, inputs, output, adapter, force_task, layer, max_pixe
     refused with one line (or decodes to a wrong picture), never a crash. A layered file
     (scalable variants) decodes to the human picture from both layers, or with --layer base to
     the machine picture from its base layer; a stripped file holds only the latter.
+
+    With -o DIR each file is written as DIR/NAME.png, NAME its name without .icmh (a.png.icmh
+    gives a.png.png); files whose names differ only in the suffix keep it, as in compress.
     """
     from ..coding import Decoder, read_bitstream
+    from ..core.names import check_name
     from ..core.tasks import HUMAN
     from ..formats.images import tensor_to_pil
 
     sources = expand_inputs(inputs, (SUFFIX,))
     targets = output_paths(sources, output, ".png")
     refuse_inputs_as_outputs(sources, targets)
+    if force_task is not None:
+        check_name("task", force_task)
     decoder = Decoder(adapter, force_task, max_pixels=max_pixels)
 
     def work(source: Path, target: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""Core commands: what codecs and adapter variants exist, and what an adapter file holds."""
+"""Core commands: what codecs and adapter methods exist, and what an adapter file holds."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import click
 
+from ..core.methods import get_method, list_methods
 from ..core.spec import describe, get_codec, list_codecs
-from ..core.variants import SCALABLE_VARIANTS, VARIANTS
 
 
 @click.command("codecs")
@@ -26,24 +26,27 @@ def codecs_command(as_json: bool) -> None:
 @click.command("inspect")
 @click.argument("adapter_file", type=click.Path(dir_okay=False))
 def inspect_command(adapter_file: str) -> None:
-    """Show what an adapter file fits (codec, quality, variant, points) and its sha256."""
+    """Show what an adapter file fits (codec, quality, method and its config, points) and its sha256."""
     from ..formats.adapter_files import load_adapters, read_metadata
 
     meta = read_metadata(adapter_file)
     adapters = load_adapters(adapter_file)
+    meta["config"] = adapters.config.to_metadata()
     meta["parameters"] = adapters.num_parameters()
     meta["sha256"] = adapters.sha256
     click.echo(json.dumps(meta, indent=2, sort_keys=True))
 
 
-@click.command("variants")
-def variants_command() -> None:
-    """List the adapter variants (the paper's ablations) by name."""
-    for name, stages in VARIANTS.items():
-        click.echo(f"{name:<13} " + " -> ".join(" + ".join(branches) for branches in stages))
-    for name, decoder in SCALABLE_VARIANTS.items():
-        adapters = f"{decoder} adapters in g_s" if decoder else "no adapters"
-        click.echo(f"{name:<13} two layers: mask generator + {adapters} (hyperprior codecs without context model)")
+def _methods() -> None:
+    """List the adapter methods by name: what each is, and the codecs it runs on."""
+    for name in list_methods():
+        method = get_method(name)
+        codecs = f" [codecs: {', '.join(method.codecs)}]" if method.codecs else ""
+        click.echo(f"{name:<14} {method.description}{codecs}")
 
 
-COMMANDS = [codecs_command, inspect_command, variants_command]
+methods_command = click.command("methods")(_methods)
+variants_command = click.command("variants", help="Alias of `methods` (its 0.1 name).")(_methods)
+
+
+COMMANDS = [codecs_command, inspect_command, methods_command, variants_command]

@@ -11,9 +11,9 @@ from typing import Any
 import click
 
 from ..core.tasks import TASK_NAMES, get_task
-from ..core.variants import ALL_VARIANTS
 from ..errors import InvalidArgumentError
 from ..evaluation.protocol import PROTOCOLS
+from .options import TASK_MODEL_HELP, adapter_option, method_option, threads_option
 
 _TABLE_ORDER = ("top1", "bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75",
                 "bpp_est", "bpp_actual", "psnr", "ms_ssim", "bpp_full", "psnr_full", "detections")
@@ -35,9 +35,11 @@ def _data_options(function):
         click.option("--size", type=int, help="cls: resize/crop size (default 256); det/seg: short side (default 800, long side <= 1333/800 of it)."),
         click.option("--no-pretrained", is_flag=True, help="Random codec, adapters and task model (trials of the plumbing; no downloads)."),
         click.option("--task-weights", help="Recognition model weights: a torchvision weights name or a local file."),
+        click.option("--task-model", help=TASK_MODEL_HELP),
         click.option("--no-bitstream", is_flag=True, help="Skip real entropy coding (bpp_actual not measured; faster)."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ... (under torchrun, cuda = GPU LOCAL_RANK)."),
         click.option("--dataset-name", help="Name of the data set in results and cards (default: the folder / json name)."),
+        threads_option,
     ]
     for option in reversed(options):
         function = option(function)
@@ -52,11 +54,17 @@ def _world(device: str):
     return setup(device)
 
 
-def _task_model(task: str, no_pretrained: bool, task_weights: str | None, device):
+def _task_model(task: str, o: Mapping[str, Any], device):
     from ..evaluation.run import build_task_model
 
-    weights = task_weights if task_weights else (None if no_pretrained else "DEFAULT")
-    return build_task_model(task, weights).to(device)
+    weights = o["task_weights"] if o["task_weights"] else (None if o["no_pretrained"] else "DEFAULT")
+    return build_task_model(task, weights, o["task_model"]).to(device)
+
+
+def _task_model_name(task: str, o: Mapping[str, Any]) -> str:
+    from ..core.task_models import default_task_model
+
+    return o["task_model"] or default_task_model(task) or f"torchvision {task} R50-FPN"
 
 
 def _run_options(o: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,7 +90,7 @@ def _write_json(data: Any, out: str | None) -> None:
         click.echo(f"wrote {out}", err=True)
 
 
-def _adapter_file(codec: str, task: str, q: int, adapter: str | None, no_pretrained: bool, variant: str | None = None) -> Path:
+def _adapter_file(codec: str, task: str, q: int, adapter: str | None, no_pretrained: bool, method: str | None = None) -> Path:
     """The adapter file the card describes: the one given, or the registry entry's."""
     if adapter:
         return Path(adapter)
@@ -91,14 +99,14 @@ def _adapter_file(codec: str, task: str, q: int, adapter: str | None, no_pretrai
     from ..hub.fetch import fetch
     from ..hub.index import resolve
 
-    return Path(fetch(resolve(codec, task, q, variant=variant)))
+    return Path(fetch(resolve(codec, task, q, method=method)))
 
 
 @click.command("eval")
 @click.option("--q", "q", type=int, required=True, help="Rate point: the base codec's quality level.")
 @_data_options
-@click.option("--adapter", type=click.Path(exists=True, dir_okay=False), help="Adapter file (default: the registry's entry).")
-@click.option("--variant", type=click.Choice(list(ALL_VARIANTS)), default=None, help="The registry entry's adapter variant (default sfma; scalable-sfma / scalable-mask: two layers).")
+@adapter_option("Adapter file (default: the registry's entry).")
+@method_option(help="The registry entry's adapter method (default sfma; transtic; scalable-sfma / scalable-mask: two layers).")
 @click.option("--human", is_flag=True, help="Evaluate the base codec (adapters off) instead of the adapted one.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False),
@@ -108,7 +116,7 @@ def _adapter_file(codec: str, task: str, q: int, adapter: str | None, no_pretrai
 @click.option("--card", "card_out", type=click.Path(dir_okay=False), help="Write the adapter's model card with these results.")
 @click.option("--index", "index_file", type=click.Path(dir_okay=False), help="Registry index file to record the results in.")
 @click.option("--entry", "entry_id", help="Registry entry id to record the results under (with --index).")
-def eval_command(codec, q, task, data, human, adapter, variant, json_out, plot_out, bit_map_out, card_out, index_file, entry_id,
+def eval_command(codec, q, task, data, human, adapter, method, json_out, plot_out, bit_map_out, card_out, index_file, entry_id,
                  **o) -> None:
     """Measure rate, task accuracy and image quality of CODEC at Q with TASK's adapters on DATA.
 
@@ -122,9 +130,10 @@ def eval_command(codec, q, task, data, human, adapter, variant, json_out, plot_o
         raise InvalidArgumentError("--card / --index record the adapters' results; drop --human (base-codec numbers are not theirs)")
     world = _world(o["device"])
     o = dict(o, device=world.device)
-    model = build_codec(codec, q, task, adapter, pretrained=not o["no_pretrained"], variant=variant).to(o["device"])
-    task_model = _task_model(task, o["no_pretrained"], o["task_weights"], o["device"])
+    model = build_codec(codec, q, task, adapter, pretrained=not o["no_pretrained"], method=method).to(o["device"])
+    task_model = _task_model(task, o, o["device"])
     result = evaluate(model, task, data, task_model, human=human, **_run_options(o))
+    result["task_model"] = _task_model_name(task, o)
     result["adapter"] = str(adapter) if adapter else ("random" if o["no_pretrained"] else "registry")
     if adapter:
         from .._io import sha256_of
@@ -143,6 +152,7 @@ def eval_command(codec, q, task, data, human, adapter, variant, json_out, plot_o
         _bit_map(model, task, data, o, bit_map_out)
     click.echo(f"{result['codec']} q{q} {task} on {result['dataset']} ({result['images']} images, {result['protocol']})")
     click.echo(_table(rows))
+    click.echo(f"task model {result['task_model']}" + (f"; top1 = {result['top1_of']}" if "top1_of" in result else ""))
     if "bpp_full" in result["metrics"]:
         click.echo(LAYERED_NOTE)
     _write_json(result, json_out)
@@ -151,7 +161,7 @@ def eval_command(codec, q, task, data, human, adapter, variant, json_out, plot_o
         if card_out:
             from ..hub.card import write_card
 
-            write_card(_adapter_file(codec, task, q, adapter, o["no_pretrained"], variant), card_out, results=results)
+            write_card(_adapter_file(codec, task, q, adapter, o["no_pretrained"], method), card_out, results=results)
             click.echo(f"wrote {card_out}", err=True)
         if index_file:
             from ..hub.index import record_metrics
@@ -207,12 +217,14 @@ def sweep_command(qualities, codec, task, data, adapter_pattern, metric, rate, m
     if adapter_pattern and "{q}" not in adapter_pattern:
         raise InvalidArgumentError("--adapter for a sweep needs {q} in the file name, e.g. runs/cls_q{q}.safetensors")
     world = _world(o["device"])
-    task_model = _task_model(task, o["no_pretrained"], o["task_weights"], world.device)
+    task_model = _task_model(task, o, world.device)
     adapters = (lambda q: adapter_pattern.format(q=q)) if adapter_pattern else None
     out = sweep(codec, task, _qualities(qualities), data, task_model, adapters=adapters, pretrained=not o["no_pretrained"],
                 metric=metric, rate=rate, method=method, device=world.device, **_run_options(o))
+    out["task_model"] = _task_model_name(task, o)
     if not world.main:
         return
+    click.echo(f"task model {out['task_model']}" + (f"; top1 = {out['top1_of']}" if "top1_of" in out else ""))
     for name in ("base", "adapted"):
         click.echo(f"{name}: " + ", ".join(f"q{p['q']} {p[rate]:.4f} bpp / {p[out['metric']]:.2f}" for p in out[name]))
     if "bd_error" in out:

@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from ..core.names import escaped
 from ..errors import IcmhError
 
 # modules that define commands; each has a ``COMMANDS`` list of click commands
@@ -20,6 +21,14 @@ COMMAND_MODULES = ("core", "registry", "convert", "training", "codec", "evaluati
 
 class IcmhGroup(click.Group):
     """Turns exceptions into one line on stderr and exit status 1 (a traceback only with --debug)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Refuse a NUL character in any argument first: no path, name or number can hold one, and
+        the file system calls would fail on it deep inside."""
+        bad = next((a for a in args if "\x00" in a), None)
+        if bad is not None:
+            raise click.UsageError(f"the argument '{escaped(bad, 80)}' holds a NUL character (\\x00), which no path or name can contain", ctx)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:

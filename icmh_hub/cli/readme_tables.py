@@ -56,15 +56,15 @@ def _accuracy_metric(task: str, names: Iterable[str]) -> str | None:
     return next((n for n in names if n not in _NOT_ACCURACY), None)
 
 
-def _measured(entry: Any) -> tuple[str, str, str]:
-    """(bpp, accuracy, measured on) of the latest data set with measured results; dashes if none.
+def _measured(entry: Any) -> tuple[str, str, str] | None:
+    """(bpp, accuracy, measured on) of the latest data set with measured results; None if none.
     Numbers from the paper are left out: this table shows what icmh-hub measured."""
     by_dataset: dict[str, dict[str, dict[str, Any]]] = {}
     for metric in entry.metrics:
         if metric.get("source", "measured") == "measured":
             by_dataset.setdefault(str(metric["dataset"]), {})[metric["metric"]] = metric
     if not by_dataset:
-        return "-", "-", "-"
+        return None
     dataset, metrics = list(by_dataset.items())[-1]
     bpp = "-"
     if "bpp_est" in metrics:
@@ -78,18 +78,33 @@ def _measured(entry: Any) -> tuple[str, str, str]:
     return bpp, accuracy, where
 
 
+def _group_row(codec: str, method: str, task: str, entries: Sequence[Any]) -> str:
+    """One row for a codec, method and task: its rate points, lambdas, statuses and what was measured
+    at each rate point (q: bpp, accuracy), on which data."""
+    qualities = sorted({e.q for e in entries})
+    lambdas = " / ".join(dict.fromkeys("-" if e.lmbda is None else f"{e.lmbda:g}" for e in entries))
+    status = " / ".join(sorted({e.status for e in entries}))
+    measured = [(e.q, _measured(e)) for e in entries]
+    cells = [f"q{q}: {m[0]}, {m[1]}" for q, m in measured if m is not None]
+    where = "; ".join(dict.fromkeys(m[2] for _, m in measured if m is not None))
+    shown = "<br>".join(cells) + (f" ({where})" if where else "") if cells else "-"
+    q = f"{qualities[0]}-{qualities[-1]}" if len(qualities) > 1 else str(qualities[0])
+    return f"| {codec} | {method} | {task} | {q} | {lambdas} | {status} | {shown} |"
+
+
 def registry_table(entries: Sequence[Any] | None = None) -> str:
-    """The Markdown table of registry entries (default: the built-in index)."""
+    """The Markdown table of registry entries (default: the built-in index), one row per codec,
+    method and task (``icmh-hub list`` shows every entry)."""
     if entries is None:
         from ..hub.index import list_entries
 
         with _builtin_index_only():
             entries = list_entries()
-    lines = ["| codec | task | q | lambda | status | bpp | accuracy | measured on |", "|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str, str], list[Any]] = {}
     for e in entries:
-        lmbda = "-" if e.lmbda is None else f"{e.lmbda:g}"
-        bpp, accuracy, where = _measured(e)
-        lines.append(f"| {e.codec} | {e.task} | {e.q} | {lmbda} | {e.status} | {bpp} | {accuracy} | {where} |")
+        groups.setdefault((e.codec, e.method, e.task), []).append(e)
+    lines = ["| codec | method | task | q | lambda | status | measured (bpp, accuracy) |", "|---|---|---|---|---|---|---|"]
+    lines += [_group_row(*key, sorted(group, key=lambda e: (e.q, e.lmbda or 0.0))) for key, group in sorted(groups.items())]
     return "\n".join(lines)
 
 

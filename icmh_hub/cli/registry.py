@@ -7,9 +7,21 @@ from pathlib import Path
 
 import click
 
+from ..core.names import escaped
 from ..errors import RegistryError
 from ..hub import index as registry
 from .options import index_option
+
+
+def _width(entry: registry.Entry) -> str:
+    """The adapters' d, for the methods that have one ("-" for the others, e.g. TransTIC)."""
+    from ..core.methods import get_method
+
+    try:
+        fields = get_method(entry.method).config.__dataclass_fields__
+    except KeyError:  # a method this icmh-hub does not know: show what the index says
+        fields = {"middle_dim"}
+    return str(entry.middle_dim) if "middle_dim" in fields else "-"
 
 
 def train_command(entry: registry.Entry) -> str:
@@ -17,9 +29,9 @@ def train_command(entry: registry.Entry) -> str:
     command = f"icmh-hub train --codec {entry.codec} --q {entry.q} --task {entry.task}"
     if entry.lmbda is not None:
         command += f" --lmbda {entry.lmbda:g}"
-    if entry.variant != "sfma":
-        command += f" --variant {entry.variant}"
-    if entry.middle_dim != 64:
+    if entry.method != "sfma":
+        command += f" --method {entry.method}"
+    if _width(entry) not in ("64", "-"):
         command += f" --middle-dim {entry.middle_dim}"
     return command + " --data DIR --out DIR"
 
@@ -27,21 +39,26 @@ def train_command(entry: registry.Entry) -> str:
 @click.command("list")
 @click.option("--codec", default=None, help="Only entries for this codec.")
 @click.option("--task", default=None, help="Only entries for this task (cls, det, seg, ...).")
+@click.option("--method", default=None, help="Only entries of this adapter method (sfma, transtic, ...; `icmh-hub methods`).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @index_option
-def list_command(codec: str | None, task: str | None, as_json: bool, index: tuple[str, ...]) -> None:
+def list_command(codec: str | None, task: str | None, method: str | None, as_json: bool, index: tuple[str, ...]) -> None:
     """List registry entries: published ones can be loaded, recipes must be trained first."""
-    entries = registry.list_entries(codec=codec, task=task, index=list(index))
+    entries = [e for e in registry.list_entries(codec=codec, task=task, index=list(index)) if method in (None, e.method)]
     if as_json:
         click.echo(json.dumps([e.to_dict() | {"origin": e.origin, "overrides": e.overrides} for e in entries], indent=2))
         return
     if not entries:
         click.echo("no entries match; `icmh-hub list` without filters shows them all")
         return
-    click.echo(f"{'id':<28} {'status':<10} {'lambda':>7} {'variant':<9} {'d':>3} {'metrics':>7}  where")
-    for e in entries:
-        lmbda = f"{e.lmbda:g}" if e.lmbda is not None else "-"
-        click.echo(f"{e.id:<28} {e.status:<10} {lmbda:>7} {e.variant:<9} {e.middle_dim:>3} {len(e.metrics):>7}  {e.where()}")
+    rows = [["id", "status", "lambda", "method", "d", "task model", "metrics", "where"]]
+    rows += [[escaped(e.id), e.status, "-" if e.lmbda is None else f"{e.lmbda:g}", escaped(e.method), _width(e),
+              escaped(e.task_model or "-"), str(len(e.metrics)), escaped(e.where())] for e in entries]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    right = {2, 4, 6}  # numbers
+    lines = ["  ".join([*(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))), row[-1]])
+             for row in rows]
+    click.echo("\n".join(lines))  # one write: a line at a time costs seconds for a large index
 
 
 def _metric_line(m: dict) -> str:
@@ -68,7 +85,8 @@ def _info_rows(entry: registry.Entry) -> list[tuple[str, object]]:
 
     rows: list[tuple[str, object]] = [
         ("entry", entry.id), ("status", entry.status), ("codec", f"{entry.codec} q{entry.q}"), ("task", entry.task),
-        ("lambda", f"{entry.lmbda:g}" if entry.lmbda is not None else "-"), ("adapters", f"{entry.variant}, d={entry.middle_dim}"),
+        ("lambda", f"{entry.lmbda:g}" if entry.lmbda is not None else "-"), ("method", entry.method),
+        ("adapters", f"{entry.method}, d={_width(entry)}"), ("task model", entry.task_model or "not recorded"),
         *_url_rows("file", entry.where(), entry.source or {}),
         ("sha256", trust_note(entry.source, entry.sha256, entry)), ("size", f"{entry.size:,} bytes" if entry.size else "-"),
     ]
@@ -146,16 +164,17 @@ def _read_results(results_file: str) -> list[dict]:
               help="JSON list of measured results (dataset, images, metric, value, date) for the card and entry.")
 @click.option("--dry-run", is_flag=True, help="Check the file and render the card; send nothing.")
 @click.option("--force", is_flag=True, help="Replace a different file already at --path (and the entry in --index).")
+@click.option("--allow-random", is_flag=True, help="Publish adapters trained against a random task model (--no-pretrained) anyway.")
 @click.option("--index", "index_file", type=click.Path(dir_okay=False), default=None,
               help="Add the new entry to this index file instead of printing it.")
 def push_command(adapter_file: str, repo_id: str, path_in_repo: str | None, revision: str | None,
-                 results_file: str | None, dry_run: bool, force: bool, index_file: str | None) -> None:
+                 results_file: str | None, dry_run: bool, force: bool, index_file: str | None, allow_random: bool) -> None:
     """Publish ADAPTER_FILE and its model card (README.md) in one commit; give its registry entry."""
     from ..hub.publish import push_adapter
 
     results = _read_results(results_file) if results_file else []
     entry = push_adapter(adapter_file, repo_id, path=path_in_repo, revision=revision, results=results,
-                             force=force, dry_run=dry_run)
+                         force=force, dry_run=dry_run, allow_random=allow_random)
     if dry_run:
         click.echo(f"dry run: would commit {entry['source']['path']} (sha256 {entry['sha256']}) and its card to {repo_id}", err=True)
     elif index_file:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from ..core.tasks import TASK_NAMES
-from ..core.variants import ALL_VARIANTS
 from ..training.recipes import DEFAULT_RECIPE, RECIPES
+from .options import TASK_MODEL_HELP, method_option, threads_option
 
 
 @click.command("train")
@@ -30,17 +30,18 @@ from ..training.recipes import DEFAULT_RECIPE, RECIPES
 @click.option("--force", is_flag=True, help="Replace what an earlier run left in --out (checkpoint, adapter file).")
 @click.option("--no-pretrained", is_flag=True, help="Random codec and random task model (tests; no downloads).")
 @click.option("--task-weights", help="Recognition model weights: a torchvision weights name or a local file.")
-@click.option("--variant", type=click.Choice(list(ALL_VARIANTS)), default="sfma", show_default=True,
-              help="Adapter variant (scalable-sfma / scalable-mask: a two-layer codec, its base layer for the task).")
-@click.option("--middle-dim", type=int, default=64, show_default=True, help="Adapter bottleneck width d.")
+@click.option("--task-model", help=TASK_MODEL_HELP)
+@method_option("sfma", "Adapter method (`icmh-hub methods`; scalable-sfma / scalable-mask: a two-layer codec, transtic: prompts).")
+@click.option("--middle-dim", type=int, default=None, help="Adapter bottleneck width d (default: the method's, 64 for SFMA).")
 @click.option("--stages", default="1,2,3", show_default=True, help="Stages that get adapters, comma separated.")
 @click.option("--full-finetune", is_flag=True, help="Baseline: train the whole codec instead of adapters.")
 @click.option("--amp", is_flag=True, help="bf16 mixed precision for the transforms and adapters (CUDA only).")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True, help="Steps between checkpoints.")
 @click.option("--workers", type=int, default=0, show_default=True, help="Data loader worker processes.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@threads_option
 def train_command(codec, q, task, data, recipe, lmbda, steps, epochs, batch_size, crop, lr, seed, device, out_dir,
-                  resume, force, no_pretrained, task_weights, variant, middle_dim, stages, full_finetune, amp,
+                  resume, force, no_pretrained, task_weights, task_model, method, middle_dim, stages, full_finetune, amp,
                   checkpoint_every, workers, quiet) -> None:
     """Train adapters for TASK on a frozen CODEC at quality Q with loss R + lambda * D_task.
 
@@ -54,17 +55,17 @@ def train_command(codec, q, task, data, recipe, lmbda, steps, epochs, batch_size
     except ValueError:
         raise InvalidArgumentError(f"--stages takes comma-separated numbers from 1 to 3, got {stages!r}") from None
     options = TrainOptions(lmbda=lmbda, steps=steps, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
-                           device=device, out_dir=out_dir, pretrained=not no_pretrained, task_weights=task_weights, amp=amp,
+                           device=device, out_dir=out_dir, pretrained=not no_pretrained, task_weights=task_weights, task_model=task_model, amp=amp,
                            checkpoint_every=checkpoint_every, workers=workers, progress=not quiet, force=force)
     if full_finetune:
         runner = FullFinetuner(codec, q, task, data, recipe, options)
     else:
-        runner = Trainer(codec, q, task, data, recipe, options, variant=variant, middle_dim=middle_dim, stages=stage_list)
+        runner = Trainer(codec, q, task, data, recipe, options, method=method, middle_dim=middle_dim, stages=stage_list)
     world = runner.world
     if world.main:
         ranks = f" x {world.size} ranks ({runner.recipe.batch_size // world.size} images each)" if world.distributed else ""
         click.echo(f"training {runner.kind} for {codec} q{q} {task} on {runner.device}{ranks}: {runner.total_steps} steps, "
-                   f"lambda {runner.recipe.lmbda}, recipe {runner.recipe.name}", err=True)
+                   f"lambda {runner.recipe.lmbda}, recipe {runner.recipe.name}, task model {runner.task_model_name()}", err=True)
     path = runner.fit(resume=resume)
     if world.main:
         last = runner.last

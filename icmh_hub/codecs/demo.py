@@ -41,5 +41,6 @@ register_codec(
         description=f"mbt2018-mean with N={DEMO_N}, M={DEMO_M}, trained on the proxy data set (demo zoo, offline)",
         latent_coding="mean-scale",
         latent_channels={q: DEMO_M for q in range(1, 5)},
+        memory_per_megapixel=650,  # benchmarks.memory, rounded up to 50
     )
 )

@@ -21,5 +21,6 @@ SPEC = register_codec(
         description="Lu et al. 2022, Transformer-based Image Compression (TransTIC's base codecs)",
         latent_coding="mean-scale",
         latent_channels={q: 192 for q in QUALITIES},
+        memory_per_megapixel=2200,  # benchmarks.memory, rounded up to 50
     )
 )

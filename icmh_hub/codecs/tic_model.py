@@ -11,7 +11,9 @@ Two behaviours of the reference are kept on purpose, because the released weight
 and evaluated with them:
 
 - shifted-window attention runs without the usual mask (tokens wrapped around by the cyclic
-  shift attend to each other);
+  shift attend to each other), as Adapt-ICMH's code runs it; TransTIC's code, which trained the
+  base codecs, adds Swin's shift mask (0 inside a region, -100 across the wrap-around), and so
+  do its prompted codecs: ``set_shift_masks(model)`` switches a model's blocks to that;
 - the two stages at 1/64 of the image size (``h_a3``, ``h_s0``) never shift, because the
   reference builds them for 256x256 inputs, where 1/64 (4) is not larger than their window (4).
 
@@ -23,6 +25,7 @@ Stochastic depth (drop path) is left out: the codec is frozen here, and it is a 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -65,14 +68,26 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        """``windows``: (num_windows * B, w*w, C) -> same shape."""
+    def forward(self, windows: torch.Tensor, extra: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``windows``: (num_windows * B, w*w, C) -> same shape.
+
+        ``extra`` (num_windows * B, P, C), optional: tokens put before each window's as further
+        keys and values only (no queries), with a zero position bias (prompt tuning).
+        ``mask`` (num_windows, w*w, P + w*w), optional: added to the attention logits of every
+        image in the batch (windows ordered image by image, as ``partition`` makes them).
+        """
         count, tokens, dim = windows.shape
-        qkv = self.qkv(windows).reshape(count, tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        prompts = 0 if extra is None else extra.shape[1]
+        keys = windows if extra is None else torch.cat((extra, windows), dim=1)
+        qkv = self.qkv(keys).reshape(count, prompts + tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
         bias = bias.reshape(tokens, tokens, self.heads).permute(2, 0, 1)
         query, key, value = qkv.unbind(0)
+        if prompts:
+            query, bias = query[:, :, prompts:], F.pad(bias, (prompts, 0))
         scores = torch.matmul(query * (dim // self.heads) ** -0.5, key.transpose(-2, -1)) + bias
+        if mask is not None:
+            scores = (scores.view(-1, mask.shape[0], *scores.shape[1:]) + mask.unsqueeze(1)).view(scores.shape)
         out = torch.matmul(scores.softmax(dim=-1), value)
         return self.proj(out.transpose(1, 2).reshape(count, tokens, dim))
 
@@ -87,32 +102,80 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
+def partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, H, W, C), H and W multiples of ``window`` -> (B * windows, window^2, C), image by image,
+    windows row by row."""
+    batch, height, width, dim = x.shape
+    rows, cols = height // window, width // window
+    return x.reshape(batch, rows, window, cols, window, dim).transpose(2, 3).reshape(-1, window * window, dim)
+
+
+def merge(windows: torch.Tensor, batch: int, rows: int, cols: int) -> torch.Tensor:
+    """The inverse of ``partition``: (B * rows * cols, w^2, C) -> (B, rows * w, cols * w, C)."""
+    window, dim = math.isqrt(windows.shape[1]), windows.shape[2]
+    x = windows.reshape(batch, rows, cols, window, window, dim).transpose(2, 3)
+    return x.reshape(batch, rows * window, cols * window, dim)
+
+
+def shift_mask(height: int, width: int, window: int, shift: int, device: torch.device | None = None) -> torch.Tensor:
+    """Swin's mask for windows shifted by ``shift`` on a (height, width) map (multiples of
+    ``window``): (windows, w^2, w^2), 0 where query and key lie in the same region of the rolled
+    map and -100 where the cyclic shift brought them together from opposite borders."""
+
+    def regions(size: int) -> torch.Tensor:
+        label = torch.zeros(size, dtype=torch.long, device=device)
+        label[size - window : size - shift] = 1
+        label[size - shift :] = 2
+        return label
+
+    labels = (regions(height)[:, None] * 3 + regions(width)[None, :])[None, :, :, None]
+    labels = partition(labels, window).squeeze(-1)
+    apart = labels[:, None, :] != labels[:, :, None]
+    return torch.zeros(apart.shape, device=device).masked_fill_(apart, -100.0)
+
+
 class SwinBlock(nn.Module):
-    """Pre-norm window attention and MLP, both residual; ``shift`` rolls by half a window."""
+    """Pre-norm window attention and MLP, both residual; ``shift`` rolls by half a window.
+
+    ``masked`` (False unless ``set_shift_masks``): shifted windows get Swin's shift mask.
+    """
 
     def __init__(self, dim: int, heads: int, window: int, shift: bool) -> None:
         super().__init__()
         self.window, self.shift = window, window // 2 if shift else 0
+        self.masked = False
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, window, heads)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * MLP_RATIO))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: (B, H, W, C), channels last."""
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: (B, H, W, C), channels last. ``extra`` and ``mask``: as ``WindowAttention``
+        takes them, for the map padded to whole windows (ceil(H / w) x ceil(W / w) windows);
+        without ``mask`` the block's own (the shift mask when ``masked``, zero for ``extra``)."""
         batch, height, width, dim = x.shape
         w = self.window
         h = F.pad(self.norm1(x), (0, 0, 0, -width % w, 0, -height % w))  # whole windows
         if self.shift:
             h = torch.roll(h, (-self.shift, -self.shift), dims=(1, 2))
         rows, cols = h.shape[1] // w, h.shape[2] // w
-        windows = h.reshape(batch, rows, w, cols, w, dim).transpose(2, 3).reshape(-1, w * w, dim)
-        h = self.attn(windows).reshape(batch, rows, cols, w, w, dim).transpose(2, 3)
-        h = h.reshape(batch, rows * w, cols * w, dim)
+        if mask is None and self.masked and self.shift:
+            mask = shift_mask(rows * w, cols * w, w, self.shift, h.device).to(h.dtype)
+            mask = mask if extra is None else F.pad(mask, (extra.shape[1], 0))
+        h = merge(self.attn(partition(h, w), extra, mask), batch, rows, cols)
         if self.shift:
             h = torch.roll(h, (self.shift, self.shift), dims=(1, 2))
         x = x + h[:, :height, :width]
         return x + self.mlp(self.norm2(x))
+
+
+def set_shift_masks(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch every Swin block of ``model`` (a TIC or any of its stages) to run its shifted
+    windows with Swin's shift mask (TransTIC's computation) or without (Adapt-ICMH's); return it."""
+    for module in model.modules():
+        if isinstance(module, SwinBlock):
+            module.masked = enabled
+    return model
 
 
 class BasicLayer(nn.Module):

@@ -1,6 +1,6 @@
 """CompressAI's zoo codecs (and ELIC, which CompressAI defines but ships no weights for).
 
-Insertion points follow DESIGN.md section 3: the outputs of the three g_a stages at 1/2, 1/4 and
+Insertion points, as in the paper: the outputs of the three g_a stages at 1/2, 1/4 and
 1/8 of the image size, and of the g_s stages that produce 1/8, 1/4 and 1/2. The N tables are
 CompressAI's (``compressai.zoo.image.cfgs``; a test checks they still agree), written out here
 so that listing codecs does not import CompressAI.
@@ -58,6 +58,10 @@ def _elic_builder(quality: int, pretrained: bool) -> nn.Module:
 
 
 GDN_POINTS = (("g_a.1", "g_a.3", "g_a.5"), ("g_s.5", "g_s.3", "g_s.1"))
+# Peak memory of compress or decompress (the larger, task adapters on, at the family's widest
+# quality), MB per megapixel, measured by benchmarks.memory and rounded up to 50.
+MB_PER_MEGAPIXEL = {"bmshj2018-hyperprior": 950, "mbt2018-mean": 950, "mbt2018": 1000, "cheng2020-anchor": 950,
+                    "cheng2020-attn": 1100, "elic2022": 950}
 
 for _arch, _about, _latents in (
     ("bmshj2018-hyperprior", "Balle et al. 2018, scale hyperprior", "scale"),
@@ -65,7 +69,8 @@ for _arch, _about, _latents in (
     ("mbt2018", "Minnen et al. 2018, joint autoregressive and hierarchical priors", "context"),
 ):
     register_codec(CodecSpec(_arch, _zoo_builder(_arch), CHANNELS[_arch], *GDN_POINTS, description=_about,
-                             latent_coding=_latents, latent_channels=LATENT_CHANNELS.get(_arch)))
+                             latent_coding=_latents, latent_channels=LATENT_CHANNELS.get(_arch),
+                             memory_per_megapixel=MB_PER_MEGAPIXEL[_arch]))
 
 register_codec(
     CodecSpec(
@@ -75,6 +80,7 @@ register_codec(
         encoder_points=("g_a.1", "g_a.3", "g_a.5"),  # after the residual block of each stride stage
         decoder_points=("g_s.6", "g_s.4", "g_s.2"),  # after the residual block behind each upsample
         description="Cheng et al. 2020, residual blocks, GMM entropy model with context",
+        memory_per_megapixel=MB_PER_MEGAPIXEL["cheng2020-anchor"],
     )
 )
 register_codec(
@@ -85,6 +91,7 @@ register_codec(
         encoder_points=("g_a.1", "g_a.4", "g_a.6"),
         decoder_points=("g_s.8", "g_s.6", "g_s.3"),
         description="Cheng et al. 2020 with attention blocks",
+        memory_per_megapixel=MB_PER_MEGAPIXEL["cheng2020-attn"],
     )
 )
 register_codec(
@@ -95,5 +102,6 @@ register_codec(
         encoder_points=("g_a.3", "g_a.8", "g_a.12"),  # end of each stage before the next stride
         decoder_points=("g_s.13", "g_s.9", "g_s.4"),
         description="He et al. 2022 (CompressAI Elic2022Official, N=192, M=320; bring weights)",
+        memory_per_megapixel=MB_PER_MEGAPIXEL["elic2022"],
     )
 )

@@ -1,21 +1,32 @@
-"""AdapterSet: the adapters of one task for one codec, keyed by where they go.
+"""AdapterSet: the adapters of one task for one codec, keyed by where they go, and the base of
+every method's adapters (``icmh_hub.core.methods``).
 
-An AdapterSet knows which codec family and quality it was built for, and the module path of each
-insertion point, so that it can refuse a codec it does not fit before it touches it.
+An AdapterSet knows which codec family and quality it was built for, its method's config, and
+the module path of each insertion point, so that it can refuse a codec it does not fit before it
+touches it. A method's subclass says how each point attaches (``hook_kind``: a hook on the
+module's output, or the module's forward replaced while its weights stay the codec's) and, if it
+codes differently, how the codec codes with it (``codec_forward`` / ``codec_compress`` /
+``codec_decompress``; ``layered`` for two-layer files).
+
+This class itself is SFMA and its ablations (``Adapter`` modules of the method's name after each
+point).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import nn
 
 from ..errors import AdapterMismatchError, InvalidArgumentError
 from .adapters import Adapter, count_parameters
-from .masking import MaskGenerator
-from .spec import SIDES, check_scalable, get_codec
-from .variants import SCALABLE_VARIANTS
+from .methods import DEFAULT_METHOD, MethodConfig, get_method
+from .spec import SIDES, CodecSpec, get_codec
+from .variants import AdapterConfig
+
+if TYPE_CHECKING:
+    import torch
 
 STAGES = (1, 2, 3)
 
@@ -32,56 +43,97 @@ class AdapterSet(nn.Module):
     written into adapter files and model cards and never affects the computation.
     """
 
-    def __init__(
-        self,
-        codec: str,
-        quality: int,
-        channels: int,
-        variant: str,
-        middle_dim: int,
-        points: Mapping[str, str],
-        init: str = "identity",
-        info: Mapping[str, Any] | None = None,
-    ) -> None:
+    config_class: ClassVar[type[MethodConfig]] = AdapterConfig
+    layered: ClassVar[bool] = False  # codes in two layers (a base layer for the task and an enhancement)
+    separate_file: ClassVar[bool] = False  # training names its result after the method (beside SFMA's)
+
+    def __init__(self, codec: str, quality: int, points: Mapping[str, str], config: MethodConfig,
+                 info: Mapping[str, Any] | None = None) -> None:
         super().__init__()
-        self.codec, self.quality, self.channels = codec, quality, channels
-        self.variant, self.middle_dim, self.init = variant, middle_dim, init
+        spec = get_codec(codec)
+        self.codec, self.quality, self.channels = spec.name, spec.check_quality(quality), spec.channels[quality]
+        self.config = config
         self.points = dict(points)
         self.keys_by_path = {path: key for key, path in self.points.items()}
         self.info: dict[str, Any] = dict(info or {})
         self.sha256: str | None = None  # of the file these adapters were loaded from, if any
+        self.build_modules(spec)
+
+    # -- what a method defines -----------------------------------------------------------------
+    @classmethod
+    def allowed_points(cls, spec: CodecSpec, quality: int, config: MethodConfig) -> dict[str, str]:
+        """Every point this method may use on ``spec`` (key -> module path): files may name no other."""
+        return stage_points(spec, STAGES, SIDES)
+
+    @classmethod
+    def default_points(cls, spec: CodecSpec, quality: int, config: MethodConfig, stages: Iterable[int] = STAGES,
+                       sides: Iterable[str] | None = None) -> dict[str, str]:
+        """The points of a new set: one per chosen (side, stage)."""
+        return stage_points(spec, stages, SIDES if sides is None else sides)
+
+    def build_modules(self, spec: CodecSpec) -> None:
+        """Create the modules; the config is checked by then."""
         self.adapters = nn.ModuleDict(
-            {key: Adapter(channels, middle_dim, self.adapter_variant(variant), init) for key in self.points}
+            {key: Adapter(self.channels, self.config.middle_dim, self.method, self.config.init) for key in self.points}
         )
 
-    @staticmethod
-    def adapter_variant(variant: str) -> str:
-        """The variant of the Adapter modules at the insertion points."""
-        return variant
+    def hook_kind(self, path: str) -> str:
+        """How the point at module ``path`` attaches: "output" (a forward hook gives the module's
+        output to ``adapt_output``) or "forward" (the module's forward goes to ``adapt_forward``)."""
+        return "output"
+
+    def adapt_output(self, path: str, module: nn.Module, inputs: tuple, output: Any) -> Any:
+        """The adapted output of the module at ``path`` (None: leave it as it is)."""
+        return self.adapters[self.keys_by_path[path]](output)
+
+    def adapt_forward(self, path: str, module: nn.Module, forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """The module's output computed the method's way (``forward`` is the module's own)."""
+        raise NotImplementedError(f"{type(self).__name__} attaches no point by replacing a forward")
+
+    def codec_forward(self, codec: Any, x: "torch.Tensor") -> dict[str, Any]:
+        return codec.base(x)
+
+    def codec_compress(self, codec: Any, x: "torch.Tensor") -> dict[str, Any]:
+        return codec.base.compress(x)
+
+    def codec_decompress(self, codec: Any, strings: Any, shape: Any, **kwargs: Any) -> dict[str, Any]:
+        return codec.base.decompress(strings, shape, **kwargs)
+
+    # -- description --------------------------------------------------------------------------
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    @property
+    def variant(self) -> str:
+        """The method's name (what 0.1 called the variant)."""
+        return self.config.method
+
+    @property
+    def middle_dim(self) -> int | None:
+        return getattr(self.config, "middle_dim", None)
+
+    @property
+    def init(self) -> str | None:
+        return getattr(self.config, "init", None)
 
     @property
     def task(self) -> str | None:
         return self.info.get("task")
 
     def layout(self) -> dict[str, Any]:
-        """What must match between two adapter sets (or a set and a codec) to be interchangeable."""
-        return {
-            "codec": self.codec,
-            "quality": self.quality,
-            "channels": self.channels,
-            "variant": self.variant,
-            "middle_dim": self.middle_dim,
-            "points": dict(self.points),
-        }
+        """What must match between two adapter sets (or a set and a codec) to be interchangeable:
+        codec, quality, N, the method (under its 0.1 name "variant"), its options but the
+        initialisation, and the points."""
+        options = {k: v for k, v in self.config.to_metadata().items() if k not in ("method", "init")}
+        return {"codec": self.codec, "quality": self.quality, "channels": self.channels, "variant": self.method,
+                **options, "points": dict(self.points)}
 
     def num_parameters(self) -> int:
         return count_parameters(self)
 
     def extra_repr(self) -> str:
-        return (
-            f"codec={self.codec!r}, quality={self.quality}, channels={self.channels}, "
-            f"variant={self.variant!r}, middle_dim={self.middle_dim}, points={sorted(self.points)}"
-        )
+        return f"codec={self.codec!r}, quality={self.quality}, config={self.config}, points={sorted(self.points)}"
 
     def check_fits(self, codec: str, quality: int, model: nn.Module) -> None:
         """Raise AdapterMismatchError unless these adapters fit ``model`` (spec ``codec`` at ``quality``)."""
@@ -104,39 +156,10 @@ class AdapterSet(nn.Module):
                 )
 
 
-class ScalableAdapters(AdapterSet):
-    """A scalable task's adapters (``icmh_hub.core.scalable``): the mask generator, plus decoder
-    SFMAs (``scalable-sfma``; none for the ``scalable-mask`` ablation, ICMH-Net's setting).
-    They attach, switch and detach like any AdapterSet; an AdaptedCodec whose active task holds
-    one codes in two layers."""
-
-    def __init__(self, codec: str, quality: int, channels: int, variant: str, middle_dim: int,
-                 points: Mapping[str, str], init: str = "identity", info: Mapping[str, Any] | None = None,
-                 latent_channels: int | None = None, mask_hidden: int = 64) -> None:
-        spec = check_scalable(get_codec(codec))
-        if variant not in SCALABLE_VARIANTS:
-            raise InvalidArgumentError(f"{variant!r} is not a scalable variant ({', '.join(SCALABLE_VARIANTS)})")
-        if any(not key.startswith("decoder") for key in points) or (SCALABLE_VARIANTS[variant] is None and points):
-            raise InvalidArgumentError(f"{variant} puts adapters in the decoder only ({'none' if SCALABLE_VARIANTS[variant] is None else 'g_s'}): g_a stays the base codec's")
-        super().__init__(codec, quality, channels, variant, middle_dim, points, init, info)
-        self.latent_channels = int(latent_channels or spec.latent_channels[quality])
-        self.mask_hidden = int(mask_hidden)
-        self.mask_generator = MaskGenerator(self.latent_channels, spec.latent_coding == "mean-scale", self.mask_hidden)
-
-    @staticmethod
-    def adapter_variant(variant: str) -> str:
-        return SCALABLE_VARIANTS[variant] or "sfma"
-
-    def layout(self) -> dict[str, Any]:
-        return super().layout() | {"latent_channels": self.latent_channels, "mask_hidden": self.mask_hidden}
-
-    def mask(self, indexes: Any, means: Any) -> Any:
-        """The coding mask (bool, the shape of y) for these scale indexes and means."""
-        return self.mask_generator.decide(self.mask_generator.features(indexes, means))
-
-
-def is_scalable(adapters: AdapterSet | None) -> bool:
-    return isinstance(adapters, ScalableAdapters)
+def stage_points(spec: CodecSpec, stages: Iterable[int], sides: Iterable[str]) -> dict[str, str]:
+    """key -> module path of the chosen stages (1..3) on the chosen sides."""
+    stages, sides = _check_choice("stages", stages, STAGES), _check_choice("sides", sides, SIDES)
+    return {point_key(side, stage): spec.points(side)[stage - 1] for side in sides for stage in stages}
 
 
 def _check_choice(kind: str, values: Iterable[Any], allowed: Iterable[Any]) -> tuple:
@@ -150,29 +173,31 @@ def _check_choice(kind: str, values: Iterable[Any], allowed: Iterable[Any]) -> t
 def build_adapters(
     codec: str,
     q: int,
-    variant: str = "sfma",
-    middle_dim: int = 64,
+    variant: str | None = None,
+    middle_dim: int | None = None,
     stages: Iterable[int] = STAGES,
     sides: Iterable[str] | None = None,
-    init: str = "identity",
+    init: str | None = None,
+    *,
+    method: str | None = None,
+    options: Mapping[str, Any] | None = None,
     **info: Any,
 ) -> AdapterSet:
-    """New adapters for ``codec`` at quality ``q``: one per (side, stage), untrained.
+    """New adapters of ``method`` (``variant`` is its 0.1 name; default "sfma") for ``codec`` at
+    quality ``q``, untrained.
 
     ``stages`` picks among 1 (1/2 resolution), 2 (1/4) and 3 (1/8); ``sides`` among encoder
-    (g_a) and decoder (g_s), both by default. The scalable variants (``scalable-sfma``,
-    ``scalable-mask``) are decoder-only with a mask generator (a ScalableAdapters). Extra keyword
-    arguments (task, lmbda, ...) go into ``info``.
+    (g_a) and decoder (g_s), for the methods with points at stages (each method has its
+    defaults: the scalable ones are decoder-only). ``middle_dim``, ``init`` and ``options`` set
+    the method's config fields; other keyword arguments (task, lmbda, ...) go into ``info``.
     """
+    if method and variant and method != variant:
+        raise InvalidArgumentError(f"method={method!r} and variant={variant!r} disagree; give one (variant is method's old name)")
+    found = get_method(method or variant or DEFAULT_METHOD)
     spec = get_codec(codec)
     spec.check_quality(q)
-    stages = _check_choice("stages", stages, STAGES)
-    scalable = variant in SCALABLE_VARIANTS
-    sides = _check_choice("sides", sides if sides is not None else (("decoder",) if scalable else SIDES), SIDES)
-    if scalable and SCALABLE_VARIANTS[variant] is None:
-        sides = ()
-    points = {
-        point_key(side, stage): spec.points(side)[stage - 1] for side in sides for stage in stages
-    }
-    kind = ScalableAdapters if scalable else AdapterSet
-    return kind(codec, q, spec.channels[q], variant, middle_dim, points, init, info)
+    found.check_codec(spec.name)
+    values = dict(options or {}) | {k: v for k, v in (("middle_dim", middle_dim), ("init", init)) if v is not None}
+    config = found.make_config(**values)
+    kind = found.adapter_class()
+    return kind(spec.name, q, kind.default_points(spec, q, config, stages, sides), config, info)

@@ -3,7 +3,8 @@
 The modules here know nothing about codecs: each maps a feature map (B, C, H, W) to one of the
 same shape, as ``x + sum(branch(x))``. The spatial branch (SMA) gates a depth-wise 5x5 view of
 the features with a second projection; the frequency branch (FMA) rescales the amplitude of the
-half spectrum (rfft2) of a projection and keeps its phase. DESIGN.md section 2 gives the maths.
+half spectrum (rfft2) of a projection and keeps its phase. The paper gives the maths;
+``benchmarks/baseline_sfma.py`` writes it out plainly.
 
 All 1x1 projections that read the same input are one convolution (``down``), split afterwards:
 the same numbers as separate projections, in one pass over the input.
@@ -129,9 +130,10 @@ class SpatialModulation(nn.Module):
         self.up = nn.Conv2d(middle_dim, channels, 1)
 
     def hidden(self, projected: torch.Tensor) -> torch.Tensor:
-        """The branch before its last 1x1 convolution: ``relu(dw5x5(a) * b)`` (no autograd)."""
+        """The branch before its last 1x1 convolution: ``relu(dw5x5(a) * b)``."""
         a, b = projected.chunk(2, dim=1)
-        return self.dw(a).mul_(b).relu_()
+        gated = self.dw(a)
+        return (gated * b if torch.is_grad_enabled() else gated.mul_(b)).relu_()
 
     def recompute(self, projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The hidden features and what their backward needs besides them (``dw5x5(a)``)."""
@@ -186,9 +188,9 @@ class FrequencyModulation(nn.Module):
         self.up = nn.Conv2d(middle_dim, channels, 1)
 
     def hidden(self, projected: torch.Tensor) -> torch.Tensor:
-        """The branch before its last 1x1 convolution: ``relu(irfft2(gain * rfft2(z)))`` (no autograd)."""
+        """The branch before its last 1x1 convolution: ``relu(irfft2(gain * rfft2(z)))``."""
         spectrum, _, _, gain = self._gain(projected)
-        return self._filtered(projected, spectrum, gain, in_place=True)
+        return self._filtered(projected, spectrum, gain, in_place=not torch.is_grad_enabled())
 
     @staticmethod
     def _filtered(projected: torch.Tensor, spectrum: torch.Tensor, gain: torch.Tensor, in_place: bool) -> torch.Tensor:
@@ -352,9 +354,8 @@ def batch_chunks(x: torch.Tensor) -> list[slice]:
     intermediates are several times the size of its input, so large batches of large features
     go a few images at a time (the same numbers). On CPU a chunk holds about 8 MB of input (one
     128-channel 128x128 feature map): its intermediates then fit in memory the allocator has
-    mapped already, rather than in fresh pages that the kernel must zero (``benchmarks.training``:
-    less memory and no more time than four such maps at once). Elsewhere 256 MB: on a GPU each
-    call's fixed cost counts for more."""
+    mapped already, rather than in fresh pages that the kernel must zero (``benchmarks.training``
+    compares chunk sizes). Elsewhere 256 MB: on a GPU each call's fixed cost counts for more."""
     budget = CHUNK_ELEMENTS if x.device.type == "cpu" else 32 * CHUNK_ELEMENTS
     step = max(1, budget // max(1, x[0].numel()))
     return [slice(start, start + step) for start in range(0, x.shape[0], step)]
@@ -388,8 +389,12 @@ class ParallelAdapter(nn.Module):
     In training (autograd on) the adapter keeps only its input: its activations are recomputed
     in backward, a few images and one branch at a time, and its gradients computed by hand
     (``grads``), which takes less memory and less time than autograd's graph of the same
-    operations (``benchmarks.training``).
+    operations. That is an optimisation branches opt into by defining ``recompute`` and
+    ``hidden_grads``; with a branch that does not (or ``manual_backward = False``) the adapter
+    trains with autograd through ``hidden`` and ``up``, the same numbers.
     """
+
+    manual_backward = True
 
     def __init__(self, channels: int, middle_dim: int, branches: tuple[str, ...]) -> None:
         super().__init__()
@@ -400,9 +405,18 @@ class ParallelAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parameters = list(self.parameters())
-        if _autograd_on(x, *parameters):
+        if not _autograd_on(x, *parameters):
+            return self._forward(x)
+        if self.manual_backward and all(hasattr(branch, "hidden_grads") for branch in self.branches):
             return _Recomputed.apply(x, self, *parameters)
-        return self._forward(x)
+        return self._autograd_forward(x)
+
+    def _autograd_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same sum with autograd recording every step (no hand-written backward)."""
+        out = x
+        for branch, part in zip(self.branches, _pointwise(self.down, x).split(self.widths, dim=1)):
+            out = out + _pointwise(branch.up, branch.hidden(part))
+        return out
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """The inference path (also the training forward, which keeps nothing of it)."""

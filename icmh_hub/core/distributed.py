@@ -7,10 +7,12 @@ environment. ``setup(device)`` then joins the process group once (NCCL on CUDA, 
 rank; gloo on CPU) and gives this rank's device; without a launcher it is a one-process world and
 nothing is initialised. A process group that the caller initialised itself is used as it is.
 
-Failures: a rank that raises tells the others at the next collective (``agree``), and they stop
-with one line naming it; a rank that dies (killed, out of memory) leaves the others blocked in a
-collective until the group's timeout (``ICMH_HUB_DIST_TIMEOUT`` seconds, default 1800), which then
-ends them with an error rather than a hang (gloo usually notices the closed connection at once).
+Failures: a rank that raises tells the others at the next agreement (``agree``), and they stop
+with one line naming it. Callers agree before any collective that could wait for a rank that
+already failed (DistributedDataParallel's forward can broadcast), so a failure anywhere reaches
+every rank within one step. A rank that dies (killed, out of memory) leaves the others blocked in
+a collective until the group's timeout (``ICMH_HUB_DIST_TIMEOUT`` seconds, default 600), which
+then ends them with an error rather than a hang (gloo usually notices the closed connection at once).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch.distributed as dist
 from ..errors import DistributedError, InvalidArgumentError
 
 TIMEOUT_ENV = "ICMH_HUB_DIST_TIMEOUT"
-DEFAULT_TIMEOUT_S = 1800.0
+DEFAULT_TIMEOUT_S = 600.0  # long enough for a checkpoint write or a slow rank's download
 T = TypeVar("T")
 
 
@@ -171,11 +173,17 @@ def collective(what: str) -> Iterator[None]:
 def agree(error: BaseException | None, world: World | None = None, what: str = "") -> None:
     """Every rank says whether it failed; if any did, every rank raises: the failed rank its own
     error, the others a DistributedError that names the failed rank and says why. ``what`` says
-    what the ranks were doing (for the others' line). One collective; a no-op in one process."""
+    what the ranks were doing (for the others' line). One small all_reduce of a failure flag
+    when no rank failed, then the gather of the reasons; a no-op in one process."""
     world = world or current()
     if not world.distributed:
         if error is not None:
             raise error
+        return
+    flag = torch.tensor([float(error is not None)], device=world.device)
+    with collective(what or "comparing outcomes"):
+        dist.all_reduce(flag, op=dist.ReduceOp.SUM)
+    if flag.item() == 0:
         return
     failures: list[Any] = [None] * world.size
     with collective(what or "comparing outcomes"):

@@ -25,14 +25,21 @@ Only codecs whose latents are coded independently given z_hat can be split this 
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import BitstreamError, InvalidArgumentError
-from .adapter_set import ScalableAdapters
-from .spec import CodecSpec, get_codec
+from .adapter_set import STAGES, AdapterSet, stage_points
+from .adapters import Adapter
+from .masking import MaskGenerator
+from .methods import MethodConfig
+from .spec import CodecSpec, check_scalable, get_codec
+from .variants import DECODER_ADAPTERS, ScalableConfig
+
 
 LAYERS = ("base", "full")
 # CompressAI's rANS encoder writes its final state (two 32-bit words) into a buffer of one word per
@@ -42,13 +49,71 @@ LAYERS = ("base", "full")
 MIN_SYMBOLS = 8
 
 
+class ScalableAdapters(AdapterSet):
+    """A scalable task's adapters: the mask generator, plus decoder adapters (``scalable-sfma``;
+    none for ``scalable-mask``). They attach, switch and detach like any AdapterSet; an
+    AdaptedCodec whose active task holds one codes in two layers."""
+
+    config_class = ScalableConfig
+    layered = True
+    separate_file = True
+
+    @classmethod
+    def allowed_points(cls, spec: CodecSpec, quality: int, config: MethodConfig) -> dict[str, str]:
+        check_scalable(spec)
+        return stage_points(spec, STAGES, ("decoder",)) if DECODER_ADAPTERS.get(config.method) else {}
+
+    @classmethod
+    def default_points(cls, spec: CodecSpec, quality: int, config: MethodConfig, stages: Iterable[int] = STAGES,
+                       sides: Iterable[str] | None = None) -> dict[str, str]:
+        check_scalable(spec)
+        if sides is not None and set(sides) != {"decoder"}:
+            raise InvalidArgumentError(f"{config.method} puts adapters in the decoder only: g_a stays the base codec's")
+        return cls.allowed_points(spec, quality, config) and stage_points(spec, stages, ("decoder",))
+
+    def build_modules(self, spec: CodecSpec) -> None:
+        check_scalable(spec)
+        if self.method not in DECODER_ADAPTERS:
+            raise InvalidArgumentError(f"{self.method!r} is not a scalable method ({', '.join(DECODER_ADAPTERS)})")
+        self.latent_channels = spec.latent_channels[self.quality]
+        variant = DECODER_ADAPTERS[self.method] or "sfma"
+        self.adapters = nn.ModuleDict(
+            {key: Adapter(self.channels, self.config.middle_dim, variant, self.config.init) for key in self.points}
+        )
+        self.mask_generator = MaskGenerator(self.latent_channels, spec.latent_coding == "mean-scale", self.config.mask_hidden)
+
+    def layout(self) -> dict[str, Any]:
+        return super().layout() | {"latent_channels": self.latent_channels}
+
+    def mask(self, indexes: Any, means: Any) -> Any:
+        """The coding mask (bool, the shape of y) for these scale indexes and means."""
+        return self.mask_generator.decide(self.mask_generator.features(indexes, means))
+
+    def codec_forward(self, codec: Any, x: torch.Tensor) -> dict[str, Any]:
+        return forward_layers(codec.base, self, x)
+
+    def codec_compress(self, codec: Any, x: torch.Tensor) -> dict[str, Any]:
+        return compress_layers(codec.base, self, x)
+
+    def codec_decompress(self, codec: Any, strings: Any, shape: Any, layer: str = "base", **kwargs: Any) -> dict[str, Any]:
+        """The machine picture from the base layer, or with ``layer="full"`` the human one from both
+        (the decoder adapters off)."""
+        with codec.using(None if layer == "full" else codec.task):
+            return decompress_layers(codec.base, self, strings, shape, layer)
+
+
 # -- the codec's parts, for the hyperprior families that can be split -------------------------
 def hyper_input(y: torch.Tensor, spec: CodecSpec) -> torch.Tensor:
     return torch.abs(y) if spec.latent_coding == "scale" else y
 
 
 def entropy_parameters(model: nn.Module, z_hat: torch.Tensor, spec: CodecSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(scales, means) that h_s predicts from z_hat (means None for scale-only codecs)."""
+    """(scales, means) that the hyper-synthesis predicts from z_hat (means None for scale-only
+    codecs): the spec's own ``entropy_parameters`` function if it names one, else CompressAI's
+    ``h_s``."""
+    if spec.entropy_parameters:
+        module, _, function = spec.entropy_parameters.partition(":")
+        return getattr(importlib.import_module(module), function)(model, z_hat)
     params = model.h_s(z_hat)
     if spec.latent_coding == "scale":
         return params, None

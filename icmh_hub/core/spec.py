@@ -40,6 +40,12 @@ class CodecSpec:
     ``pad_multiple``: the input size must be a multiple of it (64 for the 4-stride hyperprior
     codecs); the coding layer pads (``icmh_hub.core.padding``) and crops back.
     ``latent_channels`` maps quality -> M, the channels of y (needed by scalable coding).
+    ``latent_strides``: the strides of the latent grids ``compress()`` codes (y, z), checked in
+    every file read. ``memory_per_megapixel``: peak MB per megapixel of compress or decompress
+    (task adapters on, the family's widest quality), measured by ``benchmarks.memory``; the
+    default pixel limit follows from it. ``entropy_parameters``: ``"module:function"`` mapping
+    ``(model, z_hat)`` to (scales, means or None), for codecs whose hyper-synthesis is not
+    CompressAI's ``h_s`` (scalable coding calls it).
     """
 
     name: str
@@ -51,6 +57,9 @@ class CodecSpec:
     description: str = ""
     latent_coding: str = "context"
     latent_channels: Mapping[int, int] | None = None
+    latent_strides: tuple[int, ...] = (16, 64)
+    memory_per_megapixel: int = 1100
+    entropy_parameters: str = ""
 
     def __post_init__(self) -> None:
         if self.latent_coding not in LATENT_CODING:

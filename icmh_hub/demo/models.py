@@ -184,3 +184,19 @@ def load_model(task: str, path: str | os.PathLike | None = None) -> StageNet:
 def task_features(task: str, model: StageNet) -> TaskFeatures:
     """The training distortion's feature extractor for a proxy model (its four stages)."""
     return TaskFeatures(task, net=_Stages(model))
+
+
+def _registered(task: str, weights: str | os.PathLike | None) -> StageNet:
+    """The proxy ``task`` model as a registered task model (``core.task_models``): "DEFAULT" = the
+    shipped weights, a file = those, None = random."""
+    if weights is None:
+        return build_model(task)
+    return load_model(task, None if weights == "DEFAULT" else weights)
+
+
+def registered_proxy_cls(weights: str | os.PathLike | None) -> StageNet:
+    return _registered("cls", weights)
+
+
+def registered_proxy_seg(weights: str | os.PathLike | None) -> StageNet:
+    return _registered("seg", weights)

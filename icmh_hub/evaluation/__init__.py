@@ -1,2 +1,2 @@
-"""Evaluation in the paper's protocol (DESIGN.md section 5): rate, task accuracy and image quality
+"""Evaluation in the paper's protocol: rate, task accuracy and image quality
 of a codec with or without its adapters, sweeps over rate points, Bjontegaard deltas, figures."""

@@ -32,9 +32,10 @@ from ..coding import code
 from ..core import distributed
 from ..core.attach import AdaptedCodec
 from ..core.identity import base_digest
-from ..core.recognition import build_classifier, build_detector
+from ..core.recognition import build_detector
+from ..core.task_models import build_task_model as build_registered, default_task_model, get_task_model
 from ..core.tasks import get_task
-from .classification import ClassificationData, classify, top1
+from .classification import UNLABELLED, ClassificationData, classify, top1
 from .coco import CocoData, average_precision, detect, detector_size
 from .metrics import image_quality, psnr, quality_summary
 from .protocol import check_limit, check_protocol, default_dataset_name, image_size, protocol_label
@@ -45,9 +46,16 @@ METRIC_ORDER = (
 )
 
 
-def build_task_model(task: str, weights: str | os.PathLike | None = "DEFAULT") -> nn.Module:
-    """The frozen recognition model of ``task`` (``weights=None``: random, for trials of the plumbing)."""
-    return build_classifier(weights) if get_task(task).name == "cls" else build_detector(task, weights)
+def build_task_model(task: str, weights: str | os.PathLike | None = "DEFAULT", model: str | None = None) -> nn.Module:
+    """The frozen recognition model of ``task``: the registered task model ``model`` (default:
+    the task's, ``resnet50`` with the IMAGENET1K_V1 weights training uses, for cls; torchvision's
+    R50-FPN detector for det / seg). ``weights``: "DEFAULT" = the model's pretrained weights, a
+    file, or None (random, for trials of the plumbing)."""
+    name = model or default_task_model(task)
+    if name is not None:
+        get_task_model(name, task)
+        return build_registered(name, weights)
+    return build_detector(task, get_task(task).weights if weights == "DEFAULT" else weights)
 
 
 def task_data(task: str, data: str | os.PathLike, images: str | os.PathLike | None = None, size: int | None = None,
@@ -82,7 +90,7 @@ def image_records(codec: AdaptedCodec, task: str, prepared: ClassificationData |
             if coded.x_full is not None:  # a layered codec: the human picture from both layers
                 record |= {"bpp_full": coded.bpp_full, "psnr_full": psnr(x, coded.x_full)}
             if task == "cls":
-                record |= classify(task_model, coded.x_hat, meta, protocol, prepared.size)
+                record |= classify(task_model, coded.x_hat, meta, protocol, prepared.size, original=x)
             else:
                 record |= detect(task_model, coded.x_hat, meta)
             records.append({"position": position, **record})
@@ -142,7 +150,7 @@ def result_dict(codec: AdaptedCodec, task: str, data: str | os.PathLike, prepare
         "base_digest": base_digest(codec.base),
         "date": datetime.date.today().isoformat(),
         "metrics": summarize(task, prepared, records),
-    }
+    } | ({"top1_of": UNLABELLED} if task == "cls" and not prepared.labelled else {})
 
 
 def card_results(result: Mapping[str, Any], metrics: Iterable[str] | None = None) -> list[dict[str, Any]]:

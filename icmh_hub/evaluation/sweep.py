@@ -44,6 +44,7 @@ def sweep(
     """
     metric = metric or get_task(task).metric
     curves: dict[str, list[dict[str, Any]]] = {"base": [], "adapted": []}
+    notes: dict[str, str] = {}
     for q in qualities:
         adapter = adapters(q) if callable(adapters) else (adapters or {}).get(q)
         model = build_codec(codec, q, task, adapter, pretrained=pretrained, index=index)
@@ -52,7 +53,8 @@ def sweep(
         for name, human in (("base", True), ("adapted", False)):
             result = evaluate(model, task, data, task_model, human=human, **options)
             curves[name].append({"q": q, **result["metrics"], "images": result["images"], "date": result["date"]})
-    out: dict[str, Any] = {"codec": codec, "task": task, "rate": rate, "metric": metric, "method": method, **curves}
+            notes |= {"top1_of": result["top1_of"]} if "top1_of" in result else {}  # data without labels
+    out: dict[str, Any] = {"codec": codec, "task": task, "rate": rate, "metric": metric, "method": method, **curves, **notes}
     try:
         ref, test = ([[p[rate] for p in curves[c]], [p[metric] for p in curves[c]]] for c in ("base", "adapted"))
         out["bd_rate"] = bd_rate(*ref, *test, method=method)

@@ -326,7 +326,7 @@ def _prefix_checked(data: bytes) -> bytes:
     if version > FORMAT_VERSION:
         raise BitstreamError(
             f".icmh format version {version} is newer than this icmh-hub reads ({FORMAT_VERSION}); "
-            "upgrade icmh-hub (pip install -U icmh-hub)"
+            "upgrade icmh-hub (in its clone: git pull, then pip install -e .)"
         )
     if version not in READABLE_VERSIONS:
         raise BitstreamError(f"unknown .icmh format version {version}; this icmh-hub reads versions {', '.join(map(str, READABLE_VERSIONS))}")

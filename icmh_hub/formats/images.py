@@ -35,6 +35,7 @@ from ..errors import ImageFileError, ImageTooLargeError
 
 # the image files icmh-hub reads anywhere (compress, training data, evaluation folders)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm")
+MAX_SIDE = 1 << 16  # pixels per side of a coded image (formats.bitstream's header limit)
 _READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
 
 
@@ -72,12 +73,23 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None, why: str 
     return tensor, info
 
 
+def pixel_count(pixels: int) -> str:
+    """A number of pixels for people: "6.2 MP", or "1,000 pixels" below 0.1 MP (where one
+    decimal of MP would round to nothing)."""
+    return f"{pixels / 1e6:.1f} MP" if pixels >= 100_000 else f"{pixels:,} pixels"
+
+
 def check_pixels(height: int, width: int, max_pixels: int, name: str, why: str = "") -> None:
-    """Raise ImageTooLargeError if ``height`` x ``width`` is more than ``max_pixels``."""
+    """Raise ImageTooLargeError if ``height`` x ``width`` is more than ``max_pixels``, or a side is
+    longer than ``MAX_SIDE`` (what a .icmh header holds; checked before anything is coded)."""
+    if max(height, width) > MAX_SIDE:
+        side = "wide" if width > MAX_SIDE else "tall"
+        raise ImageTooLargeError(f"{name}: {width}x{height} is too {side}: a side may have at most {MAX_SIDE} pixels "
+                                 "(the .icmh format's limit); crop or resize it")
     pixels = height * width
     if pixels > max_pixels:
         raise ImageTooLargeError(
-            f"{name}: {width}x{height} is {pixels / 1e6:.1f} MP, more than the limit of {max_pixels / 1e6:.1f} MP"
+            f"{name}: {width}x{height} is {pixel_count(pixels)}, more than the limit of {pixel_count(max_pixels)}"
             f"{why}; to go on anyway, raise it with --max-pixels {pixels} (max_pixels={pixels} in Python)"
         )
 

@@ -18,7 +18,7 @@ each data word read adds at most 8 count pieces. So G, all pieces taken, is at m
 16 (10 N + 8 D) for N symbols and D data words, the words read at most 2 + 2 N + G / 8, and a
 string of L bytes decoding N symbols is read for at most ``max_read(L, N)`` = 16 L + 88 N + 64
 bytes (tests/test_rans.py checks the bound with a replica of the decoder that counts its reads,
-and the replica against the decoder, symbol for symbol; all-0xFF strings come within 20% of it).
+and the replica against the decoder, symbol for symbol).
 
 So ``bounded_decoding`` hands every string to the decoder followed by zero bytes up to that
 bound (a decoder that stays inside the string decodes exactly what it did without them), with

@@ -31,8 +31,11 @@ if TYPE_CHECKING:
 
 CONVERTER = "tic-reference"
 CONVERTER_VERSION = 1
+TRANSTIC_CONVERTER = "transtic-reference"
+TRANSTIC_CONVERTER_VERSION = 1
 TASKS = TASK_NAMES  # the released checkpoints' tasks
 SFMA_PREFIXES = ("encoder_sfmas.", "decoder_sfmas.")
+PROMPT_MARK = "prompt"  # in every key TransTIC adds to the base codec (and in no base key)
 _SIDES = {"encoder_sfmas": "encoder", "decoder_sfmas": "decoder"}
 _PARTS = ("s_down1", "s_down2", "s_dw", "s_up", "f_down", "f_dw", "f_inter", "f_up")
 # buffers CompressAI resizes to the checkpoint's when loading (entropy tables), and attention
@@ -52,8 +55,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def codec_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The base-codec part of a reference state_dict (its SFMA keys left out)."""
-    return {k: v for k, v in state.items() if not k.startswith(SFMA_PREFIXES)}
+    """The base-codec part of a reference state_dict: its adapters (SFMAs) and TransTIC prompts
+    left out, and the entropy bottleneck's parameters under CompressAI's current names
+    (TransTIC's files keep the older ``_matrix0`` / ``_bias0`` / ``_factor0``: CompressAI's own
+    ``remap_old_keys`` renames them, as its ``load_state_dict`` does)."""
+    from .._compressai import compressai  # noqa: F401  (first, without its import warning)
+    from compressai.models.utils import remap_old_keys
+
+    base = {k: v for k, v in state.items() if not k.startswith(SFMA_PREFIXES) and PROMPT_MARK not in k}
+    return dict(remap_old_keys("entropy_bottleneck", base))
 
 
 def differing_parameters(model: nn.Module, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> list[str]:
@@ -155,7 +165,7 @@ def check_embedded_base(state: Mapping[str, torch.Tensor], base: str | os.PathLi
     Entropy tables (buffers) are left out: ``update()`` recomputes them."""
     base = Path(base)
     model = get_codec(codec).build(q, pretrained=False)
-    expected = read_state_dict(base, f"{codec} q{q} base weights")
+    expected = codec_state(read_state_dict(base, f"{codec} q{q} base weights"))
     differing = differing_parameters(model, codec_state(state), expected)
     if differing:
         total = sum(1 for _ in model.parameters())
@@ -184,18 +194,44 @@ def convert_reference(
     checkpoint's embedded base codec must equal it (``check_embedded_base``), and the file
     records the base file's name and sha256 too.
     """
+    build = lambda state: adapters_from_state_dict(state, codec, q, task=task)  # noqa: E731
+    return _convert(checkpoint, codec, q, task, out, base, build, CONVERTER, CONVERTER_VERSION, info)
+
+
+def convert_transtic(
+    checkpoint: str | os.PathLike,
+    codec: str = "tic",
+    q: int | None = None,
+    task: str | None = None,
+    out: str | os.PathLike | None = None,
+    base: str | os.PathLike | None = None,
+    **info: Any,
+) -> Path:
+    """Convert a released TransTIC task checkpoint (``cls_q.pth.tar``, ...: the whole prompted
+    codec) to an adapter file of its prompts alone, as ``convert_reference`` does for SFMA (same
+    arguments, same embedded-base check against ``base``)."""
+    from ..methods.transtic import adapters_from_reference
+
+    build = lambda state: adapters_from_reference(state, q, task=task)  # noqa: E731
+    return _convert(checkpoint, codec, q, task, out, base, build, TRANSTIC_CONVERTER, TRANSTIC_CONVERTER_VERSION, info)
+
+
+def _convert(checkpoint: str | os.PathLike, codec: str, q: int | None, task: str | None, out: str | os.PathLike | None,
+             base: str | os.PathLike | None, build: Any, converter: str, version: int, info: dict[str, Any]) -> Path:
+    """Read, build the adapters, check the embedded base, save with the provenance in the info."""
     if codec != "tic":
-        raise unknown_name("codec for the reference converter", codec, ["tic"])
+        raise unknown_name(f"codec for the {converter} converter", codec, ["tic"])
     if q is None or task is None or out is None:
-        raise InvalidArgumentError("convert_reference needs q= (1-4), task= (cls, det or seg) and out= (the .safetensors path)")
+        raise InvalidArgumentError(f"the {converter} converter needs q= (1-4), task= (cls, det or seg) and out= (the .safetensors path)")
+    get_codec(codec).check_quality(q)
     get_task(task)
     checkpoint = Path(checkpoint)
     state = read_checkpoint(checkpoint)
-    adapters = adapters_from_state_dict(state, codec, q, task=task)
+    adapters = build(state)
     if base is not None:
         check_embedded_base(state, base, codec, q, checkpoint.name)
         info = {"base_file": Path(base).name, "base_sha256": sha256_of(base), **info}
     return save_adapters(
         adapters, out, recipe="reference", source_checkpoint=checkpoint.name, source_sha256=sha256_of(checkpoint),
-        converter=CONVERTER, converter_version=CONVERTER_VERSION, **info,
+        converter=converter, converter_version=version, **info,
     )

@@ -21,6 +21,12 @@ from ..core.tasks import TASKS
 from ..formats.adapter_files import load_adapters, read_metadata
 
 
+def trained_against_random(info: Mapping[str, Any]) -> bool:
+    """Whether an adapter file's training record says its task model (and codec) were random
+    (``--no-pretrained``): such adapters test the pipeline and fit no real task."""
+    return (info.get("training") or {}).get("pretrained") is False
+
+
 def template_path() -> Path:
     return Path(str(files("icmh_hub.model_cards") / "adapter_card.md"))
 
@@ -53,7 +59,7 @@ def render_card(
     card_data = ModelCardData(
         library_name="icmh-hub",
         license="apache-2.0",
-        tags=["icmh-hub", "image-compression", "sfma", meta["codec"], f"task-{task}", meta["variant"]],
+        tags=["icmh-hub", "image-compression", "sfma", meta["codec"], f"task-{task}", meta["method"]],
         base_model=info.get("base_model"),
         model_name=repo_id or Path(adapter_path).stem,
         eval_results=_eval_results(task, results) or None,
@@ -66,8 +72,8 @@ def render_card(
         quality=meta["quality"],
         task=task,
         lmbda=info.get("lmbda", "not recorded"),
-        variant=meta["variant"],
-        middle_dim=meta["middle_dim"],
+        variant=meta["method"],
+        middle_dim=meta.get("middle_dim", "-"),
         parameters=f"{load_adapters(adapter_path).num_parameters():,}",
         filename=Path(adapter_path).name,
         repo_id=repo_id,
@@ -76,6 +82,7 @@ def render_card(
         training=json.dumps(info["training"], indent=2, sort_keys=True) if "training" in info else "",
         points=", ".join(f"`{k}` -> `{v}`" for k, v in sorted(meta["points"].items())),
         sha256=sha256_of(adapter_path),
+        random_models=trained_against_random(info),
     )
 
 

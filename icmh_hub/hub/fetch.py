@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import IntegrityError, MissingFileError, RegistryError, unknown_name
+from .._io import read_state_dict
+from ..errors import CheckpointError, DownloadError, IntegrityError, MissingFileError, RegistryError, unknown_name
 from . import transport
 from .index import BaseEntry, Entry, local_path
 
@@ -37,8 +38,14 @@ def _tic_reference() -> Converter:
     return Converter(convert_reference, CONVERTER_VERSION)
 
 
+def _transtic_reference() -> Converter:
+    from ..formats.reference import TRANSTIC_CONVERTER_VERSION, convert_transtic
+
+    return Converter(convert_transtic, TRANSTIC_CONVERTER_VERSION)
+
+
 # converter name in index entries -> a function giving the converter (imported when used)
-CONVERTERS: dict[str, Callable[[], Converter]] = {"tic-reference": _tic_reference}
+CONVERTERS: dict[str, Callable[[], Converter]] = {"tic-reference": _tic_reference, "transtic-reference": _transtic_reference}
 
 
 def fetch(entry: Entry) -> Path:
@@ -75,10 +82,30 @@ def _fetch_source(source: Mapping[str, Any], sha256: str | None, size: int | Non
             raise MissingFileError(f"{what}: file {path} named by {origin} does not exist; put it there or fix the index")
         transport.verify(path, sha256, size, what=what, remove=False)
         return path
-    download = transport.fetch_url(source["url"], sha256=sha256, name=source.get("name"))
+    download = transport.fetch_url(source["url"], sha256=sha256, name=source.get("name"),
+                                   check=lambda path: check_weights_file(path, source["url"]))
     if size is not None and download.stat().st_size != size:
         transport.verify(download, None, size, what=what)
     return download
+
+
+def check_weights_file(path: Path, url: str) -> None:
+    """Refuse (DownloadError) a download that is not weights: neither a safetensors file nor a
+    torch checkpoint holding a state_dict of tensors (loaded with weights_only=True). An HTML
+    page served with status 200, or a body cut short, is caught here before it is trusted."""
+    import torch
+
+    try:
+        state = read_state_dict(path, "downloaded")
+        if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError("not a state_dict of tensors")
+    except CheckpointError:
+        head = path.read_bytes()[:64].lstrip().lower()
+        what = "an HTML page" if head.startswith((b"<!doctype html", b"<html", b"<")) else "no weights file"
+        raise DownloadError(
+            f"{url} sent {what} ({path.stat().st_size:,} bytes), not a safetensors file or a torch checkpoint of "
+            "weights; nothing was recorded or kept. Check the URL (a login or error page?) or the mirror, then retry"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- converted files
@@ -97,7 +124,7 @@ def converted_target(download: Path, converter: str, task: str | None) -> Path:
 
 
 def _converted_key(entry: Entry) -> str:
-    return f"converted:{(entry.source or {}).get('url')}#{entry.task}"
+    return transport.converted_key((entry.source or {}).get("url"), entry.task, entry.sha256)
 
 
 def _converter(name: str) -> Converter:
@@ -166,3 +193,35 @@ def trust_note(source: Mapping[str, Any] | None, pinned: str | None, entry: Entr
     if converted:
         note += f"; converted file {converted['sha256']} recorded on {converted['first_used']} (base codec {converted['base']})"
     return note
+
+
+# ----------------------------------------------------------------------------- files straight from a Hub repo
+
+
+def hub_trust_key(repo_id: str, filename: str, revision: str | None) -> str:
+    """The trust record's key of a Hub file used with no registry entry."""
+    return f"hf://{repo_id}@{revision or 'main'}/{filename}"
+
+
+_HUB_RETRUST_HINT = "icmh_hub.from_hub(..., retrust=True), or pin the revision you trust"
+
+
+def fetch_hub_adapter(repo_id: str, filename: str, revision: str | None = None, sha256: str | None = None,
+                      retrust: bool = False) -> Path:
+    """A file of a Hub repo that no index entry names, downloaded and verified: against ``sha256``
+    when given, else trust on first use (the first download's sha256 is recorded under repo,
+    revision and path; a later one must match it, so a file replaced at ``main`` is refused until
+    ``retrust=True`` or a pinned ``revision``)."""
+    key = hub_trust_key(repo_id, filename, revision)
+    if retrust:
+        transport.forget_trust(key)
+    path = transport.download_hub_file(repo_id, filename, revision)
+    record = None if sha256 else transport.trust_records().get(key)
+    if sha256 or record:
+        try:
+            transport.verify(path, sha256 or record["sha256"], what=key, first_use=record and record["first_used"])
+        except IntegrityError as exc:
+            raise IntegrityError(str(exc).replace(transport.RETRUST_HINT, _HUB_RETRUST_HINT)) from None
+    else:
+        transport.record_trust(key, path)
+    return path

@@ -15,7 +15,6 @@ same id, (codec, task, q, lambda, variant) or base codec twice is an error.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,9 +23,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_json
+from .._io import atomic_write_json, parse_json
 from ..core.spec import list_codecs
-from ..core.variants import SCALABLE_VARIANTS
+from ..core.methods import DEFAULT_METHOD
 from ..errors import MissingFileError, RegistryError, unknown_name
 from . import schema, transport
 
@@ -68,6 +67,7 @@ class Entry:
     size: int | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
     notes: str = ""
+    task_model: str | None = None  # the recognition model trained for (None: not recorded)
     origin: str = ""
     base: BaseEntry | None = None
     overrides: str = ""
@@ -76,7 +76,7 @@ class Entry:
     def to_dict(self) -> dict[str, Any]:
         """The entry as it is written in an index file (no origin, base or override notes)."""
         data = asdict(self)
-        return {key: data[key] for key in schema.ENTRY_KEYS}
+        return {key: data[key] for key in schema.ENTRY_KEYS if key != "task_model" or data[key] is not None}
 
     @property
     def key(self) -> tuple[str, str, int, float | None, str]:
@@ -86,6 +86,11 @@ class Entry:
     @property
     def revision(self) -> str | None:
         return (self.source or {}).get("revision")
+
+    @property
+    def method(self) -> str:
+        """The adapter method (the index's ``variant`` field, its name in 0.1)."""
+        return self.variant
 
     def where(self) -> str:
         """Where the file lives, in one short phrase."""
@@ -101,7 +106,7 @@ def _where(source: Mapping[str, Any] | None, origin: str) -> str:
     if kind == "url":
         return source.get("url", "?") + (f" (converter {source['converter']})" if source.get("converter") else "")
     if kind == "local":
-        return str((Path(origin).parent if origin else Path()) / source.get("path", ""))
+        return os.path.join(os.path.dirname(origin), source.get("path", ""))
     return "(no file: recipe only)"
 
 
@@ -111,6 +116,7 @@ class Index:
     bases: dict[tuple[str, int], BaseEntry] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     overridden: dict[str, Entry] = field(default_factory=dict)  # replaced by a later index; see Entry.overridden_by
+    by_key: dict[tuple, str] = field(default_factory=dict)  # Entry.key -> id of the entry in ``entries``
 
 
 # ----------------------------------------------------------------------------- reading indexes
@@ -157,9 +163,10 @@ def _expand(location: str) -> list[tuple[Path, str]]:
 
 def _read_json(path: Path, origin: str) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RegistryError(f"index file {origin} is not readable JSON ({exc}); fix or remove it") from None
+        text = path.read_bytes()
+    except OSError as exc:
+        raise RegistryError(f"index file {origin} cannot be read ({exc}); fix or remove it") from None
+    data = parse_json(text, f"index file {origin}", RegistryError)
     schema.check_file(data, origin)
     return data
 
@@ -187,23 +194,32 @@ def _parse(data: Mapping[str, Any], origin: str) -> tuple[list[Entry], list[Base
     bases = [_base_from_dict(item, origin, i) for i, item in enumerate(data.get("base_codecs", []))]
     for what, keys in (("id", [e.id for e in entries]), ("(codec, task, q, lambda, variant)", [e.key for e in entries]),
                        ("base codec (codec, q)", [(b.codec, b.q) for b in bases])):
-        twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+        twice = _first_repeated(keys)
         if twice is not None:
             shown = twice if isinstance(twice, str) else ", ".join("-" if v is None else str(v) for v in twice)
             raise RegistryError(f"index file {origin} has two items with the same {what} ({shown}); remove or rename one")
     return entries, bases
 
 
+def _first_repeated(keys: Iterable[Any]) -> Any:
+    """The first key seen twice, or None (one pass over a set)."""
+    seen: set[Any] = set()
+    return next((k for k in keys if k in seen or seen.add(k)), None)
+
+
 def _merge(merged: Index, entry: Entry) -> None:
     """Put ``entry`` in ``merged``, replacing any entry with its id or its (codec, task, q, lambda, variant)."""
-    beaten = [e for e in merged.entries.values() if e.id == entry.id or e.key == entry.key]
+    by_key = merged.by_key.get(entry.key)
+    beaten = [merged.entries[i] for i in dict.fromkeys([entry.id, by_key]) if i in merged.entries]
     for old in beaten:
         del merged.entries[old.id]
+        merged.by_key.pop(old.key, None)
         merged.overridden[old.id] = dataclasses.replace(old, overridden_by=f"{entry.id} ({entry.origin})")
     if beaten:
         entry = dataclasses.replace(entry, overrides="; ".join(f"{old.id} ({old.origin})" for old in beaten))
     merged.overridden.pop(entry.id, None)
     merged.entries[entry.id] = entry
+    merged.by_key[entry.key] = entry.id
 
 
 def load_index(index: IndexSpec = None) -> Index:
@@ -219,7 +235,10 @@ def load_index(index: IndexSpec = None) -> Index:
         for base in bases:
             merged.bases[(base.codec, base.q)] = base
         merged.files.append(origin)
-    with_base = lambda e: dataclasses.replace(e, base=merged.bases.get((e.codec, e.q)))  # noqa: E731
+    def with_base(entry: Entry) -> Entry:
+        base = merged.bases.get((entry.codec, entry.q))
+        return entry if base is None else dataclasses.replace(entry, base=base)
+
     merged.entries = {k: with_base(e) for k, e in merged.entries.items()}
     merged.overridden = {k: with_base(e) for k, e in merged.overridden.items()}
     return merged
@@ -251,14 +270,15 @@ def _known_codecs(entries: Iterable[Entry]) -> list[str]:
 
 def resolve(
     codec: str, task: str, q: int, lmbda: float | None = None, revision: str | None = None, index: IndexSpec = None,
-    variant: str | None = None,
+    variant: str | None = None, method: str | None = None,
 ) -> Entry:
-    """The entry for ``codec``/``task``/``q`` (and ``lmbda`` / ``revision`` / ``variant`` when given).
+    """The entry for ``codec``/``task``/``q`` (and ``lmbda`` / ``revision`` / ``method`` when given).
 
     Unknown names list the closest ones and what exists. Without ``lmbda``, a published entry
     is preferred to a recipe; two published ones with different lambdas need ``lmbda``. Without
-    ``variant``, scalable entries (two-layer files) are left out: they are asked for by name.
+    ``method`` (``variant`` is its 0.1 name), the SFMA entries: other methods are asked for by name.
     """
+    method = method or variant or DEFAULT_METHOD
     entries = list(load_index(index).entries.values())
     if codec not in _known_codecs(entries):
         raise unknown_name("codec", codec, _known_codecs(entries))
@@ -271,11 +291,11 @@ def resolve(
     if q not in qualities:
         raise unknown_name(f"quality for {codec}/{task}", q, qualities, hint=f"`icmh-hub list --codec {codec} --task {task}` shows them.")
     chosen = [e for e in of_task if e.q == q]
-    variants = sorted({e.variant for e in chosen})
-    chosen = [e for e in chosen if e.variant == variant] if variant else [e for e in chosen if e.variant not in SCALABLE_VARIANTS]
+    methods = sorted({e.method for e in chosen})
+    chosen = [e for e in chosen if e.method == method]
     if not chosen:
-        raise unknown_name(f"variant for {codec}/{task}/q{q}", variant, variants,
-                           hint="Scalable entries are loaded with variant='scalable-sfma' (--variant).")
+        raise unknown_name(f"method for {codec}/{task}/q{q}", method, methods,
+                           hint="Entries of other methods are loaded by name: method='transtic' (--method).")
     if lmbda is not None:
         lambdas = [e.lmbda for e in chosen]
         chosen = [e for e in chosen if e.lmbda is not None and math.isclose(e.lmbda, lmbda, rel_tol=1e-6)]
@@ -298,12 +318,29 @@ def resolve(
 
 
 def find_by_sha256(sha256: str, index: IndexSpec = None) -> Entry | None:
-    """The entry whose file has this sha256 (to name the adapters inside a bitstream), or None;
-    entries replaced by a later index count too (files coded with them still decode)."""
+    """The entry whose adapter file has this sha256 (to name the adapters inside a bitstream), or
+    None: pinned by the index, or recorded when the file was first used (an unpinned URL file, or
+    the adapter file converted from a reference checkpoint). Entries replaced by a later index
+    count too (files coded with them still decode)."""
     sha256 = sha256.lower()
     merged = load_index(index)
+    records = transport.trust_records()
     entries = [*merged.entries.values(), *merged.overridden.values()]
-    return next((e for e in entries if e.sha256 and e.sha256.lower() == sha256), None)
+    return next((e for e in entries if adapter_sha256(e, records) == sha256), None)
+
+
+def adapter_sha256(entry: Entry, records: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The sha256 of the adapter file ``entry`` hands out, if known: the converted file's record
+    for a converter entry (the index pins the checkpoint, not what it becomes), else the pin,
+    else the record of its unpinned URL."""
+    source = entry.source or {}
+    if source.get("converter"):
+        record = records.get(transport.converted_key(source["url"], entry.task, entry.sha256))
+    elif entry.sha256:
+        return entry.sha256.lower()
+    else:
+        record = records.get(source["url"]) if source.get("kind") == "url" else None
+    return record["sha256"] if record else None
 
 
 def local_path(origin: str, relative: str) -> Path:

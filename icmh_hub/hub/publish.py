@@ -22,13 +22,13 @@ def entry_for_file(adapter_file: str | os.PathLike, results: Iterable[Mapping[st
     if not task:
         raise AdapterFileError(f"{path} records no task; save it with save_adapters(..., task='cls') before pushing")
     return {
-        "id": f"{meta['codec']}/{task}/q{meta['quality']}",
+        "id": f"{meta['codec']}/{task}/q{meta['quality']}" + ("" if meta["method"] == "sfma" else f"/{meta['method']}"),
         "codec": meta["codec"],
         "task": task,
         "q": meta["quality"],
         "lmbda": info.get("lmbda"),
-        "variant": meta["variant"],
-        "middle_dim": meta["middle_dim"],
+        "variant": meta["method"],
+        "middle_dim": meta.get("middle_dim"),
         "status": "published",
         "source": None,
         "sha256": sha256_of(path),
@@ -67,19 +67,26 @@ def push_adapter(
     dry_run: bool = False,
     endpoint: str | None = None,
     token: str | None = None,
+    allow_random: bool = False,
 ) -> dict[str, Any]:
     """Publish an adapter file and its model card in one atomic commit; return its registry entry.
 
     The card goes next to the file as README.md. An existing file at ``path`` with different
     bytes is not replaced unless ``force``: published entries pin a sha256 and would break.
-    ``dry_run`` checks the file and renders the card but sends nothing.
+    ``dry_run`` checks the file and renders the card but sends nothing. Adapters trained against
+    a random task model (``--no-pretrained``) are refused unless ``allow_random``.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    from .card import render_card
+    from .card import render_card, trained_against_random
 
     local = Path(adapter_file)
+    if not allow_random and trained_against_random(read_metadata(local)["info"]):
+        raise RegistryError(
+            f"{local} was trained against a random task model and codec (--no-pretrained): it serves no real task. "
+            "Train with pretrained models to publish it, or pass --allow-random (allow_random=True) to publish a trial"
+        )
     results = [dict(r) for r in results]
     entry = entry_for_file(local, results)
     path = path or local.name

@@ -19,16 +19,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
+import threading
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
-from .._io import PARTIAL_SUFFIX, atomic_path, atomic_write_json, sha256_of
+from .._io import PARTIAL_SUFFIX, atomic_path, atomic_write_json, parse_json, sha256_of
+from ..core.names import escaped
 from ..errors import DownloadError, IntegrityError, InvalidArgumentError
 from .schema import plain_file_name
 
@@ -37,6 +38,9 @@ MIRROR_ENV = "ICMH_HUB_URL_MIRROR"
 RETRUST_HINT = "`icmh-hub download ENTRY --retrust` (ENTRY: one that uses it, see `icmh-hub list`)"
 _TRUST_FILE = "trust.json"
 _MAX_RESTARTS = 2  # downloads started again from byte 0 after a dropped connection, before giving up
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+DEADLINE_ENV = "ICMH_HUB_DOWNLOAD_DEADLINE"
+DEFAULT_DEADLINE_S = 3600.0  # a whole download, on top of huggingface_hub's stall timeout (HF_HUB_DOWNLOAD_TIMEOUT)
 _HF_URI = re.compile(r"^hf://(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>[^/]+))?/(?P<path>.+)$")
 
 
@@ -121,10 +125,11 @@ def download_hub_file(repo_id: str, filename: str, revision: str | None = None) 
     where = f"{filename} from {repo_id}" + (f"@{revision}" if revision else "")
     try:
         # HF_ENDPOINT / HF_HUB_CACHE / HF_HUB_OFFLINE are read now, not when huggingface_hub was imported
-        return Path(hf_hub_download(
+        with quiet_hub():
+            return Path(hf_hub_download(
             repo_id, filename, revision=revision, endpoint=os.environ.get("HF_ENDPOINT") or None,
-            cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=offline(),
-        ))
+                cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=offline(),
+            ))
     except LocalEntryNotFoundError:
         reason = "HF_HUB_OFFLINE is set" if offline() else "the Hub could not be reached"
         raise DownloadError(
@@ -161,8 +166,11 @@ def mirrored(url: str) -> str:
     return f"{mirror.rstrip('/')}/{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
 
-def _url_folder(url: str) -> Path:
-    return cache_dir() / "urls" / hashlib.sha256(url.encode()).hexdigest()[:16]
+def _url_folder(url: str, sha256: str | None = None) -> Path:
+    """The cache folder of ``url``: a pinned download has its own (keyed by URL and sha256), so a
+    pinned and an unpinned entry of one URL never share, replace or vouch for each other's file."""
+    key = url if sha256 is None else f"{url}#sha256={sha256.lower()}"
+    return cache_dir() / "urls" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _trust_path() -> Path:
@@ -189,17 +197,29 @@ def trust_records() -> dict[str, dict[str, Any]]:
     """What was recorded on first use for unpinned files: key -> {sha256, size, first_used}."""
     path = _trust_path()
     try:
-        records = json.loads(path.read_text())
+        records = parse_json(path.read_bytes(), "trust.json", IntegrityError)
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, IntegrityError) as exc:
         records = exc
-    if not isinstance(records, dict):  # never a silent fresh start: that would trust anything anew
+    problem = str(records) if isinstance(records, Exception) else _records_problem(records)
+    if problem:  # never a silent fresh start: that would trust anything anew
         raise IntegrityError(
-            f"the trust records {path} are damaged ({records if isinstance(records, Exception) else 'not an object'}); "
-            "restore the file, or delete it to forget every sha256 recorded on first use (the next downloads are then trusted anew)"
+            f"the trust records {path} are damaged ({problem}); restore the file, or delete it to forget every "
+            "sha256 recorded on first use (the next downloads are then trusted anew)"
         )
     return records
+
+
+def _records_problem(records: Any) -> str:
+    """What is wrong with the content of trust.json, or "" (every record: a sha256, a size, a date)."""
+    if not isinstance(records, dict):
+        return f"not an object but {type(records).__name__}"
+    for key, record in records.items():
+        if not (isinstance(record, dict) and isinstance(record.get("sha256"), str) and _SHA256.fullmatch(record["sha256"])
+                and isinstance(record.get("size"), int) and isinstance(record.get("first_used"), str)):
+            return f"the record of {escaped(key, 100)} is not {{sha256: 64 hex digits, size: bytes, first_used: date}}"
+    return ""
 
 
 def record_trust(key: str, path: Path, **extra: Any) -> dict[str, Any]:
@@ -210,6 +230,12 @@ def record_trust(key: str, path: Path, **extra: Any) -> dict[str, Any]:
     return record
 
 
+def converted_key(url: str, task: str | None, pinned: str | None = None) -> str:
+    """The trust record of the adapter file converted from the checkpoint at ``url`` for ``task``
+    (pinned checkpoints' conversions have records of their own)."""
+    return f"converted:{url}#{task}" + (f"@{pinned.lower()}" if pinned else "")
+
+
 def forget_trust(key: str) -> None:
     """Drop what was recorded for ``key``: its next download is trusted anew (``--retrust``)."""
     with locked(_trust_path()):
@@ -218,41 +244,70 @@ def forget_trust(key: str) -> None:
             atomic_write_json(_trust_path(), records)
 
 
-def url_target(url: str, name: str | None = None) -> Path:
-    """Where ``fetch_url`` keeps the download of ``url`` in the cache."""
+def url_target(url: str, name: str | None = None, sha256: str | None = None) -> Path:
+    """Where ``fetch_url`` keeps the download of ``url`` (pinned to ``sha256``, or not) in the cache."""
     if name is not None and not plain_file_name(name):
         raise InvalidArgumentError(f"download name {name!r} for {url} must be a plain file name (no folder, not hidden)")
     from_url = PurePosixPath(urlparse(url).path).name
-    return _url_folder(url) / (name or (from_url if plain_file_name(from_url) and from_url != ".." else "download"))
+    return _url_folder(url, sha256) / (name or (from_url if plain_file_name(from_url) and from_url != ".." else "download"))
 
 
-def fetch_url(url: str, sha256: str | None = None, name: str | None = None) -> Path:
+def fetch_url(url: str, sha256: str | None = None, name: str | None = None, check: Callable[[Path], None] | None = None,
+              deadline: float | None = None) -> Path:
     """Download ``url`` into the icmh-hub cache (with a progress bar) and return the verified file.
 
     With ``sha256`` the file must match it. Without one (the index pins none), the sha256 seen
     the first time is recorded and every later use must match it: trust on first use, which
-    ``icmh-hub info`` states plainly. A file that fails is deleted before the error is raised;
-    the record stays, so a server that changed its file is refused until ``--retrust``.
+    ``icmh-hub info`` states plainly. Before anything is recorded, ``check(path)`` must accept the
+    bytes (raising otherwise: an HTML error page is not a checkpoint); a cached file that neither
+    a pin nor a record vouches for is downloaded again, never used. A file that fails is deleted
+    before the error is raised; a record stays, so a server that changed its file is refused until
+    ``--retrust``. ``deadline``: seconds for the whole download (default ``$ICMH_HUB_DOWNLOAD_DEADLINE``).
     """
-    target = url_target(url, name)
+    target = url_target(url, name, sha256)
     with locked(target):
         record = None if sha256 else trust_records().get(url)
         expected = sha256 or (record or {}).get("sha256")
         first_use = record["first_used"] if record else None
-        if target.is_file():
+        if target.is_file() and expected is not None:
             verify(target, expected, what=url, first_use=first_use)
             return target
+        remove_cached(target)  # not there, or there without a record: nothing vouches for it
         if offline():
             raise DownloadError(
                 f"cannot get {url}: HF_HUB_OFFLINE is set and it is not in the cache ({target.parent}); "
                 "unset HF_HUB_OFFLINE once to download it"
             )
         address = mirrored(url)
-        _download(address, target)
+        _download(address, target, download_deadline(deadline))
         verify(target, expected, what=url if address == url else f"{url} (from {address})", first_use=first_use)
         if expected is None:
+            _checked(target, check)
             record_trust(url, target)
     return target
+
+
+def _checked(path: Path, check: Callable[[Path], None] | None) -> None:
+    """``check(path)``, deleting the file when it refuses."""
+    if check is None:
+        return
+    try:
+        check(path)
+    except BaseException:
+        remove_cached(path)
+        raise
+
+
+def download_deadline(seconds: float | None = None) -> float:
+    """Seconds a whole download may take: ``seconds``, else ``$ICMH_HUB_DOWNLOAD_DEADLINE``, else an hour."""
+    text = str(seconds) if seconds is not None else os.environ.get(DEADLINE_ENV, str(DEFAULT_DEADLINE_S))
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and value < float("inf")):
+        raise InvalidArgumentError(f"download deadline {text!r}: give seconds > 0, e.g. {DEADLINE_ENV}=600")
+    return value
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -273,7 +328,12 @@ class _RestartLimited(io.BufferedWriter):
 
     def __init__(self, path: Path, url: str) -> None:
         super().__init__(io.FileIO(path, "wb"))
-        self.url, self.restarts = url, 0
+        self.url, self.restarts, self.cancelled = url, 0, False
+
+    def write(self, data: Any) -> int:
+        if self.cancelled:  # the download passed its deadline: the thread running it stops here
+            raise DownloadError(f"download of {self.url} cancelled")
+        return super().write(data)
 
     def truncate(self, size: int | None = None) -> int:
         self.restarts += 1
@@ -285,16 +345,36 @@ class _RestartLimited(io.BufferedWriter):
         return super().truncate(size)
 
 
-def _download(url: str, target: Path) -> None:
+# huggingface_hub's http_get retries a connection that fails before any data came 5 times, a
+# second apart; 0 fails at once. Once data flows it resumes dropped connections as before.
+_NO_RETRY_BEFORE_DATA = {"_nb_retries": 0}
+
+
+@contextlib.contextmanager
+def quiet_hub() -> Iterator[None]:
+    """huggingface_hub's log lines (a warning per retry, "Max retries exceeded.") held back in
+    the block: what failed is raised as one DownloadError line instead. Progress bars stay."""
+    import logging
+
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _download(url: str, target: Path, deadline: float) -> None:
     """Stream ``url`` to ``target`` with huggingface_hub's downloader (progress bar, resumed after
     a dropped connection), through a temporary file beside it that is renamed into place only
-    when complete: a partial download is never taken for the file."""
-    from huggingface_hub.file_download import http_get
-
+    when complete: a partial download is never taken for the file. The download runs in a thread
+    so that a server trickling bytes (which never trips the stall timeout) is given up after
+    ``deadline`` seconds; that thread stops at its next write."""
     via = f" (${MIRROR_ENV} is set)" if os.environ.get(MIRROR_ENV, "").strip() else ""
     try:
-        with atomic_path(target) as temporary, _RestartLimited(temporary, url) as handle:
-            http_get(url, handle, displayed_filename=target.name)
+        with atomic_path(target) as temporary, _RestartLimited(temporary, url) as handle, quiet_hub():
+            _within_deadline(url, handle, target.name, deadline)
     except DownloadError:
         raise
     except _transport_errors() as exc:
@@ -303,3 +383,28 @@ def _download(url: str, target: Path) -> None:
             f"cannot download {url}{via} ({type(exc).__name__}: {first}); check your network or the mirror, "
             "or fetch the file yourself and use a local index entry (source kind 'local')"
         ) from None
+
+
+def _within_deadline(url: str, handle: _RestartLimited, name: str, deadline: float) -> None:
+    """``http_get(url, handle)`` in a thread, waited for at most ``deadline`` seconds; its error is re-raised here."""
+    from huggingface_hub.file_download import http_get
+
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            http_get(url, handle, displayed_filename=name, **_NO_RETRY_BEFORE_DATA)
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, name=f"download {name}", daemon=True)
+    worker.start()
+    worker.join(deadline)
+    if worker.is_alive():
+        handle.cancelled = True
+        raise DownloadError(
+            f"cannot download {url}: not complete after {deadline:g} s ({handle.tell():,} bytes written); the server is too slow. "
+            f"Retry later, allow more time with ${DEADLINE_ENV}=SECONDS, or fetch the file yourself and use a local index entry"
+        )
+    if outcome:
+        raise outcome[0]

@@ -9,7 +9,10 @@ through or was resumed, and whatever the number of loader workers.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +23,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.functional import pil_to_tensor
 
 from .._io import is_partial
-from ..errors import DataError, InvalidArgumentError, MissingFileError
-from ..formats.images import IMAGE_SUFFIXES
+from ..errors import DataError, IcmhError, ImageTooLargeError, InvalidArgumentError, MissingFileError
+from ..formats.images import IMAGE_SUFFIXES, check_pixels
+
 Key = tuple[int, int]  # (epoch, position in that epoch's order)
+# Pillow's decompression-bomb threshold: a training image is decoded whole before it is cropped
+MAX_TRAINING_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+MAX_CROP = math.isqrt(MAX_TRAINING_PIXELS)
 
 
 def find_images(root: str | os.PathLike) -> list[Path]:
@@ -62,13 +69,19 @@ def random_crop_flip(image: torch.Tensor, crop: int, generator: torch.Generator)
     return image
 
 
+def files_digest(root: Path, files: list[Path]) -> str:
+    """The identity of a data set: how many images, and a digest of their paths relative to ``root``."""
+    names = "\n".join(p.relative_to(root).as_posix() for p in files)
+    return f"{len(files)} images, sha256 {hashlib.sha256(names.encode()).hexdigest()[:16]}"
+
+
 class ImageFolder(Dataset):
     """Items are addressed by (epoch, position): the image is the one at that position of the
     epoch's shuffled order, its crop and flip drawn from (seed, epoch, position)."""
 
     def __init__(self, root: str | os.PathLike, crop: int = 256, seed: int = 42) -> None:
-        if crop < 1:
-            raise InvalidArgumentError(f"crop size must be a positive number of pixels, got {crop}")
+        if not 1 <= crop <= MAX_CROP:
+            raise InvalidArgumentError(f"crop size must be 1 to {MAX_CROP} pixels, got {crop}")
         self.root, self.crop, self.seed = Path(root), crop, seed
         self.files = find_images(root)
         self._orders: dict[int, torch.Tensor] = {}
@@ -83,10 +96,17 @@ class ImageFolder(Dataset):
         return self._orders[epoch]
 
     def load(self, path: Path) -> torch.Tensor:
+        """The image at ``path``, its size checked from the header before its pixels are decoded."""
         try:
-            with Image.open(path) as image:
+            with warnings.catch_warnings():  # Pillow's bomb warning: the size is checked here instead
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(path)
+            with image:
+                check_pixels(image.height, image.width, MAX_TRAINING_PIXELS, str(path), " for a training image")
                 return pil_to_tensor(image.convert("RGB")).float() / 255
-        except (UnidentifiedImageError, OSError) as exc:
+        except ImageTooLargeError as exc:
+            raise DataError(f"{exc.args[0].split('; ')[0]}; remove it from the data folder or shrink it") from None
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"cannot read image {path} ({exc}); remove it from the data folder") from None
 
     def __getitem__(self, key: Key) -> torch.Tensor:
@@ -114,6 +134,15 @@ class StepBatches(Sampler[list[Key]]):
         for step in range(self.start, self.stop):
             first = step * self.batch_size + self.offset
             yield [divmod(i, self.num_items) for i in range(first, first + self.share)]
+
+
+def worker_error(error: Exception) -> Exception:
+    """``error`` as one line. A DataLoader worker's error is raised again in the training process
+    with the worker's whole traceback in its message; ours keep only their own last line."""
+    text = str(error).strip()
+    if isinstance(error, IcmhError) and "Original Traceback" in text:
+        return type(error)(text.splitlines()[-1].split(": ", 1)[-1])
+    return error
 
 
 def step_loader(dataset: ImageFolder, batch_size: int, start: int, stop: int, workers: int = 0, rank: int = 0,

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.adapter_set import ScalableAdapters
+from ..core.scalable import ScalableAdapters
 from ..core.scalable import entropy_parameters, hyper_input
 from ..core.spec import get_codec
 from .forward import (

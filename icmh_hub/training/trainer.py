@@ -46,17 +46,18 @@ from torch import nn
 from .._io import atomic_path
 from ..assemble import build_base
 from ..core import distributed
-from ..core.adapter_set import STAGES, build_adapters, is_scalable
+from ..core.adapter_set import STAGES, build_adapters
+from ..core.methods import DEFAULT_METHOD, get_method
 from ..core.attach import attach
 from ..core.identity import base_digest
 from ..core.rate import estimated_bpp
 from ..core.recognition import TaskFeatures
+from ..core.task_models import default_task_model, task_model_features
 from ..core.spec import get_codec
-from ..core.variants import ALL_VARIANTS, SCALABLE_VARIANTS
 from ..errors import CheckpointError, InvalidArgumentError, MissingFileError, OutputExistsError, TrainingError, unknown_name
 from ..hub.card import write_card
 from ..hub.index import IndexSpec
-from .data import ImageFolder, step_loader
+from .data import MAX_CROP, MAX_TRAINING_PIXELS, ImageFolder, files_digest, step_loader, worker_error
 from .forward import SampleNoise, supports_training_forward, training_forward
 from .frozen import frozen_layers
 from .recipes import DEFAULT_RECIPE, Recipe, get_recipe
@@ -78,6 +79,7 @@ class TrainOptions:
     lr: float | None = None
     seed: int | None = None
     task_weights: str | None = None
+    task_model: str | None = None  # a registered task model (core.task_models); None: the task's default
     steps: int | None = None  # replaces the recipe's length
     device: str | None = None  # default: CUDA when available (under torchrun: GPU LOCAL_RANK)
     out_dir: str | Path = "runs/train"
@@ -98,7 +100,7 @@ class TrainOptions:
             ("steps", self.steps, lambda v: v >= 1, "at least 1"),
             ("epochs", self.epochs, lambda v: v >= 1, "at least 1"),
             ("batch-size", self.batch_size, lambda v: v >= 1, "at least 1"),
-            ("crop", self.crop, lambda v: v >= 1, "a positive number of pixels"),
+            ("crop", self.crop, lambda v: 1 <= v <= MAX_CROP, f"1 to {MAX_CROP} pixels (a training image holds at most {MAX_TRAINING_PIXELS:,})"),
             ("lr", self.lr, lambda v: math.isfinite(v) and v > 0, "a positive number"),
             ("lmbda", self.lmbda, lambda v: math.isfinite(v) and v > 0, "a positive number"),
             ("checkpoint-every", self.checkpoint_every, lambda v: v >= 0, "0 (only at the end and on Ctrl-C) or more steps"),
@@ -238,15 +240,31 @@ class _Loop:
         self.base = build_base(self.spec.name, self.q, self.options.pretrained, self.options.index)
         self.base_digest = base_digest(self.base)
         self.codec = self._build_codec(self.base).to(self.device)
-        weights = self.recipe.task_weights if self.options.pretrained else None
         with torch.random.fork_rng():  # a random task model (no weights) from the recipe's seed too
             torch.manual_seed(self.recipe.seed)
-            self.features = (self.custom_features or TaskFeatures(self.task, weights=weights)).to(self.device)
+            self.features = (self.custom_features or self._task_features()).to(self.device)
         params = list(self.trainable())
         if not params:
             raise TrainingError("nothing to train: no trainable parameters")
         self.optimizer = torch.optim.Adam(params, lr=self.recipe.lr)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, self.milestone_steps(), self.recipe.gamma)
+
+    def task_weights(self) -> str | None:
+        """The recognition model's weights: the recipe's for the task's default model, the named
+        model's own ("DEFAULT") unless --task-weights says otherwise; None (random) untrained."""
+        if not self.options.pretrained:
+            return None
+        return (self.options.task_weights or "DEFAULT") if self.options.task_model else self.recipe.task_weights
+
+    def _task_features(self) -> TaskFeatures:
+        if self.options.task_model:
+            return task_model_features(self.options.task_model, self.task_weights(), task=self.task)
+        return TaskFeatures(self.task, weights=self.task_weights())
+
+    def task_model_name(self) -> str:
+        if self.custom_features is not None:
+            return "custom"
+        return self.options.task_model or default_task_model(self.task) or f"torchvision {self.task} R50-FPN"
 
     def _build_codec(self, base: nn.Module) -> nn.Module:
         return base
@@ -316,10 +334,14 @@ class _Loop:
         on whether any rank failed, then backward and step; at the end, whether any rank was asked
         to stop (``stop_requested()``: a signal during this step stops every rank after it). The
         loss is the mean over ranks of their means over equal slices: the global batch's mean."""
-        loss, error = None, None
+        loss, error, images = None, None, None
         local = torch.zeros(3, device=self.device)
         try:
             images = fetch().to(self.device, non_blocking=True)
+        except Exception as exc:  # a bad image: agreed on before the forward, which may wait for the other ranks
+            error = worker_error(exc)
+        distributed.agree(error, self.world, f"loading the images of step {self.step}")
+        try:
             self.optimizer.zero_grad(set_to_none=True)
             loss, parts = self.step_module(images, self.noise(len(images)))
             local = torch.stack([loss.detach(), parts["bpp"], parts["distortion"]]).float()
@@ -402,7 +424,8 @@ class _Loop:
     def config(self) -> dict[str, Any]:
         """What must match for a checkpoint to be resumed by this run."""
         return {"kind": self.kind, "codec": self.spec.name, "q": self.q, "task": self.task, "total_steps": self.total_steps,
-                "base_digest": self.base_digest} | self.recipe.as_dict()
+                "base_digest": self.base_digest, "data": files_digest(self.dataset.root, self.dataset.files)} | self.recipe.as_dict() | (
+                    {"task_model": self.options.task_model} if self.options.task_model else {})  # only when named: older checkpoints stay resumable
 
     result_suffix = ""  # of the result file's name
 
@@ -442,6 +465,8 @@ class _Loop:
         checkpoint = distributed.broadcast(checkpoint, self.world)
         saved = json.loads(checkpoint["config"])
         ours = self.config()
+        if "data" not in saved:  # written before the data set was recorded
+            ours.pop("data")
         different = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
         if different:
             detail = ", ".join(f"{k}: {saved.get(k)!r} there, {ours.get(k)!r} now" for k in different[:4])
@@ -478,7 +503,8 @@ class _Loop:
             else "codec's own train() forward (noise likelihoods and decoder)",
             "pretrained": self.options.pretrained,
             "base_digest": self.base_digest,
-            "task_model": self.recipe.task_weights if self.custom_features is None else "custom",
+            "task_model": self.task_model_name(),
+            "task_weights": self.task_weights() if self.custom_features is None else "custom",
             "amp": self.options.amp,
             "world_size": self.world.size,
             "batch_per_rank": self.recipe.batch_size // self.world.size,
@@ -491,7 +517,7 @@ class _Loop:
 
 
 class Trainer(_Loop):
-    """Trains one task's adapters (variant, width d and stages by name) on a frozen codec.
+    """Trains one task's adapters (method, width d and stages by name) on a frozen codec.
 
     >>> Trainer("mbt2018-mean", 3, "cls", "imagenet/train", steps=1000).fit()   # doctest: +SKIP
     writes ``out_dir/<codec>-<task>-q<q>.safetensors``, its model card ``README.md`` next to it,
@@ -508,26 +534,31 @@ class Trainer(_Loop):
         recipe: str | Recipe = DEFAULT_RECIPE,
         options: TrainOptions | None = None,
         *,
-        variant: str = "sfma",
-        middle_dim: int = 64,
+        method: str | None = None,
+        variant: str | None = None,
+        middle_dim: int | None = None,
         stages: Sequence[int] = STAGES,
         **kwargs: Any,
     ) -> None:
-        if variant not in ALL_VARIANTS:
-            raise unknown_name("adapter variant", variant, ALL_VARIANTS)
-        if not isinstance(middle_dim, int) or middle_dim < 1:
+        found = get_method(method or variant or DEFAULT_METHOD)
+        if middle_dim is not None and (not isinstance(middle_dim, int) or middle_dim < 1):
             raise InvalidArgumentError(f"--middle-dim must be a positive number of channels, got {middle_dim}")
         if not stages or any(stage not in STAGES for stage in stages):
             raise InvalidArgumentError(f"--stages takes stage numbers from 1 to 3 (1 = 1/2 resolution), got {','.join(map(str, stages)) or 'none'}")
-        self.layout = {"variant": variant, "middle_dim": middle_dim, "stages": tuple(stages)}
-        if variant in SCALABLE_VARIANTS:  # a file of its own beside the task's one-layer adapters
-            self.result_suffix = f"-{variant}"
+        chosen = {"middle_dim": middle_dim} if middle_dim is not None else {}
+        if "init" in found.make_config().to_metadata():
+            chosen["init"] = "reference"  # PyTorch's default init, as the reference code (not identity)
+        self.layout = {"method": found.name, "options": found.make_config(**chosen).to_metadata(), "stages": tuple(stages)}
+        if found.adapter_class().separate_file:  # a file of its own beside the task's SFMA adapters
+            self.result_suffix = f"-{found.name}"
         super().__init__(codec, q, task, data, recipe, options, **kwargs)
 
     def _build_codec(self, base: nn.Module) -> nn.Module:
         with torch.random.fork_rng():  # the adapters' initial weights from the recipe's seed alone
             torch.manual_seed(self.recipe.seed)
-            self.adapters = build_adapters(self.spec.name, self.q, init="reference", **self.layout, task=self.task)
+            layout = self.layout
+            options = {k: v for k, v in layout["options"].items() if k != "method"}
+            self.adapters = build_adapters(self.spec.name, self.q, method=layout["method"], stages=layout["stages"], options=options, task=self.task)
         return attach(base, self.spec.name, {self.task: self.adapters}, quality=self.q)
 
     @property
@@ -535,7 +566,7 @@ class Trainer(_Loop):
         return self.codec.base
 
     def forward(self, images: torch.Tensor, noise: SampleNoise) -> dict[str, Any]:
-        if is_scalable(self.adapters):  # rate of the base layer, machine picture from it
+        if self.adapters.layered:  # rate of the base layer, machine picture from it
             return scalable_training_forward(self.model, self.adapters, images, noise)
         return super().forward(images, noise)
 
@@ -549,7 +580,8 @@ class Trainer(_Loop):
         self.adapters.train()
 
     def config(self) -> dict[str, Any]:
-        return super().config() | {"variant": self.layout["variant"], "middle_dim": self.layout["middle_dim"], "stages": list(self.layout["stages"])}
+        options = {k: v for k, v in self.layout["options"].items() if k not in ("method", "init")}
+        return super().config() | {"variant": self.layout["method"], **options, "stages": list(self.layout["stages"])}
 
     @property
     def trained(self) -> nn.Module:
