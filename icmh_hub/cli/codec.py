@@ -9,6 +9,7 @@ without ``--force``, and an output that is also an input is refused before anyth
 from __future__ import annotations
 
 import glob
+import json
 import os
 import sys
 import time
@@ -201,11 +202,13 @@ def layer_summary(sizes: dict[str, int]) -> str:
 @click.option("--tile", type=click.IntRange(min=1), default=None,
               help="Code images with a side longer than this in tiles of this side (a multiple of the codec's pad multiple, 64).")
 @click.option("--no-tile", is_flag=True, help="Never tile: refuse images above --max-pixels.")
+@click.option("--task-per-file", "task_map", type=click.Path(dir_okay=False), default=None,
+              help="A JSON object {image file or name: task or 'human'}: those files are coded for that task, the others for --task.")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
 @threads_option
 @click.pass_context
 def compress_command(ctx, inputs, output, codec, quality, task, adapter, method, no_pretrained, max_pixels, tile, no_tile,
-                     force) -> None:
+                     task_map, force) -> None:
     """Compress images (files, directories, globs) into .icmh files.
 
     PNG, JPEG, WebP and TIFF; 8 or 16 bit; grayscale is coded as RGB and decoded back to
@@ -226,12 +229,18 @@ def compress_command(ctx, inputs, output, codec, quality, task, adapter, method,
     sources = expand_inputs(inputs, IMAGE_SUFFIXES)
     targets = output_paths(sources, output, SUFFIX)
     refuse_inputs_as_outputs(sources, targets)
-    model = build_codec(codec, quality, task, adapter, pretrained=not no_pretrained, method=method)
     if tile is not None and no_tile:
         raise InvalidArgumentError("--tile and --no-tile contradict each other; give one")
-    encoder = Encoder(model, pretrained=not no_pretrained, max_pixels=max_pixels, tile=False if no_tile else tile)
+    tasks = tasks_per_file(task_map, sources, task) if task_map else dict.fromkeys(sources, task)
+    encoders = {
+        name: Encoder(build_codec(codec, quality, name, adapter if name == task else None, pretrained=not no_pretrained,
+                                  method=method), pretrained=not no_pretrained, max_pixels=max_pixels,
+                      tile=False if no_tile else tile)
+        for name in dict.fromkeys(tasks.values())
+    }
 
     def work(source: Path, target: Path) -> list[str]:
+        encoder = encoders[tasks[source]]
         image, info = noted(lambda: read_image(source, encoder.image_limit, encoder.image_reason), source)
         encoded = encoder.encode(image, info)
         publish(target, lambda temporary: temporary.write_bytes(encoded.data), force)
@@ -239,6 +248,25 @@ def compress_command(ctx, inputs, output, codec, quality, task, adapter, method,
                 f"{encoded.strings_bpp:.4f}"]
 
     _run_all(ctx, list(zip(sources, targets)), work, COMPRESS_HEADER, force)
+
+
+def tasks_per_file(map_file: str, sources: list[Path], default: str | None) -> dict[Path, str | None]:
+    """Each input's task from a JSON object {file: task}: a key names a file by its path (from the
+    current folder) or by its name; inputs it does not name get ``default``. A key that names no
+    input is refused (a typo would otherwise code that file for the wrong task)."""
+    try:
+        mapping = json.loads(Path(map_file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgumentError(f"{map_file}: cannot read it as JSON ({exc}); --task-per-file takes a JSON file") from None
+    if not isinstance(mapping, dict) or not all(isinstance(v, (str, type(None))) for v in mapping.values()):
+        raise InvalidArgumentError(f"{map_file}: --task-per-file takes a JSON object {{\"image.png\": \"cls\", ...}} of task names")
+    tasks = dict.fromkeys(sources, default)
+    for key, name in mapping.items():
+        named = [p for p in sources if p == Path(key).resolve() or p.name == key]
+        if not named:
+            raise InvalidArgumentError(f"{map_file}: {key!r} is none of the input files; give their paths or names")
+        tasks.update(dict.fromkeys(named, name))
+    return tasks
 
 
 DECOMPRESS_HEADER = ["file", "size", "mode", "task", "layer", "time(s)"]

@@ -162,6 +162,13 @@ class SpatialModulation(nn.Module):
     def forward(self, projected: torch.Tensor) -> torch.Tensor:
         return _pointwise(self.up, self.hidden(projected))
 
+    def hidden_channels_last(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``hidden`` of the projection of a channels-last ``x`` (``weight``, ``bias``: this branch's
+        rows of ``down``), channels-last: each half projected on its own so that the depth-wise
+        convolution reads a dense map (a channel slice of a channels-last map is not one)."""
+        a, b = (F.conv2d(x, w, c) for w, c in zip(weight.chunk(2), bias.chunk(2)))
+        return self.dw(a).mul_(b).relu_()
+
 
 class FrequencyModulation(nn.Module):
     """FMA on projected features: a learned, input-dependent gain on the amplitude spectrum.
@@ -242,6 +249,31 @@ class FrequencyModulation(nn.Module):
     def forward(self, projected: torch.Tensor) -> torch.Tensor:
         return _pointwise(self.up, self.hidden(projected))
 
+    def hidden_channels_last(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``hidden`` of the projection of a channels-last ``x``, in NCHW (the FFTs' layout).
+
+        The projection is one matrix product that reads the channels-last pixels transposed and
+        writes NCHW rows, so no layout conversion is made; its bias is added to the spectrum's DC
+        bin (the transform of a constant map), which saves a pass over the projection."""
+        batch, _, height, width = x.shape
+        pixels = _pixels(x).transpose(1, 2)
+        projected = torch.bmm(weight.flatten(1).expand(batch, -1, -1), pixels).view(batch, -1, height, width)
+        spectrum = torch.fft.rfft2(_wide(projected), norm=FFT_NORM)
+        spectrum[..., 0, 0] += _wide(bias) * (height * width)
+        mixed = self.dw(spectrum.abs().to(self.dw.weight.dtype)).relu_()
+        return self._filtered(projected, spectrum, _pointwise(self.mix, mixed).sigmoid_(), in_place=True)
+
+
+def _pixels(t: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) as (B, H*W, C): a view for both NCHW and channels-last maps."""
+    return t.permute(0, 2, 3, 1).flatten(1, 2)
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a dense channels-last 4-D map (and not also a dense NCHW one, as maps
+    with one channel or one pixel are)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
 
 def _rfft2_adjoint(grad_spectrum: torch.Tensor, width: int) -> torch.Tensor:
     """The gradient of real ``z`` from that of ``rfft2(z)`` (unnormalised), overwriting
@@ -283,6 +315,9 @@ class Bottleneck(nn.Module):
 
     def forward(self, projected: torch.Tensor) -> torch.Tensor:
         return _pointwise(self.up, self.hidden(projected))
+
+    def hidden_channels_last(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, weight, bias).relu_()
 
 
 BRANCHES: dict[str, type[nn.Module]] = {
@@ -385,6 +420,8 @@ class ParallelAdapter(nn.Module):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """The inference path (also the training forward, which keeps nothing of it)."""
+        if is_channels_last(x):
+            return self._forward_channels_last(x)
         batch, channels = x.shape[:2]
         bias = sum(branch.up.bias for branch in self.branches).view(1, -1, 1)
         out = x.reshape(batch, channels, -1) + bias
@@ -394,6 +431,25 @@ class ParallelAdapter(nn.Module):
                 _accumulate(out[images], branch.up.weight.view(channels, -1), branch.hidden(part))
             del projected
         return out.view_as(x)
+
+    def _forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """``_forward`` on a channels-last map (``icmh_hub.core.inference``), channels-last out.
+
+        The projections are oneDNN convolutions on the channels-last map (bias included), and each
+        branch's last 1x1 convolution is one matrix product that adds into the output's pixels
+        (B, H*W, C) in place, reading the hidden map in whichever layout its branch made it. The
+        numbers are ``_forward``'s up to float rounding (another summation order)."""
+        bias = sum(branch.up.bias for branch in self.branches).view(1, -1, 1, 1)
+        out = (x + bias).contiguous(memory_format=torch.channels_last)
+        weights = self.down.weight.split(self.widths)
+        biases = self.down.bias.split(self.widths)
+        for images in batch_chunks(x):
+            pixels = _pixels(out[images])
+            for branch, weight, bias in zip(self.branches, weights, biases):
+                hidden = branch.hidden_channels_last(x[images], weight, bias)
+                up = branch.up.weight.flatten(1).t().to(pixels.dtype)
+                pixels.baddbmm_(_pixels(hidden).to(pixels.dtype), up.expand(pixels.shape[0], -1, -1))
+        return out
 
     def grads(self, x: torch.Tensor, grad: torch.Tensor, autocast: tuple[str, bool, torch.dtype], input_grad: bool = True):
         """Gradients of ``x`` (None unless ``input_grad``) and of every parameter (in

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -27,6 +27,7 @@ from .._compressai import compressai  # noqa: F401  (first, without its import w
 from compressai.models import CompressionModel
 
 from ..errors import AttachError, unknown_name
+from . import mixed
 from .adapter_set import AdapterSet
 from .spec import get_codec
 from .tasks import HUMAN as HUMAN_NAME
@@ -129,15 +130,23 @@ class AdaptedCodec(CompressionModel):
     # -- CompressAI's interface, the active method's way ------------------------------------------
     # A method may code its own way (the scalable ones in two layers, icmh_hub.core.scalable):
     # the active adapter set's codec_* methods decide; with no task active, the base codec's.
-    def forward(self, x: torch.Tensor) -> dict[str, Any]:
+    # ``tasks=`` (one task name or None per image) codes a mixed batch, each image exactly as
+    # alone with its task (icmh_hub.core.mixed).
+    def forward(self, x: torch.Tensor, tasks: Sequence[str | None] | None = None) -> dict[str, Any]:
+        if tasks is not None:
+            return mixed.forward_mixed(self, x, tasks)
         adapters = self.adapters
         return self.base(x) if adapters is None else adapters.codec_forward(self, x)
 
-    def compress(self, x: torch.Tensor) -> dict[str, Any]:
+    def compress(self, x: torch.Tensor, tasks: Sequence[str | None] | None = None) -> dict[str, Any]:
+        if tasks is not None:
+            return mixed.compress_mixed(self, x, tasks)
         adapters = self.adapters
         return self.base.compress(x) if adapters is None else adapters.codec_compress(self, x)
 
-    def decompress(self, strings: Any, shape: Any, **kwargs: Any) -> dict[str, Any]:
+    def decompress(self, strings: Any, shape: Any, tasks: Sequence[str | None] | None = None, **kwargs: Any) -> dict[str, Any]:
+        if tasks is not None:
+            return mixed.decompress_mixed(self, strings, shape, tasks, **kwargs)
         adapters = self.adapters
         return self.base.decompress(strings, shape, **kwargs) if adapters is None else adapters.codec_decompress(self, strings, shape, **kwargs)
 
