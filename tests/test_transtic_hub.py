@@ -33,25 +33,12 @@ from icmh_hub.hub.transport import MIRROR_ENV, trust_records
 from icmh_hub.methods.transtic import shift_masked
 
 from .file_server import FileServer
-from .test_tic_hub import _adam_and_scheduler
+from .test_tic_hub import transtic_base
 from .tic_reference import TOLERANCE, TRANSTIC_CHECKPOINT, TRANSTIC_VECTORS, needs_transtic, reconstruct_like_reference
 
 pytestmark = needs_transtic
 
 TRANSTIC = "github.com/NYCU-MAPL/TransTIC/releases/download/v1.0"
-
-
-def transtic_layout_base(state: dict, path: Path) -> Path:
-    """The base part of a TransTIC state_dict as its base-codec script saves it: the keys as they
-    are (``_matrix0``..., ``attn_mask``), plus the states of its three optimisers."""
-    base = {k: v for k, v in state.items() if "prompt" not in k}
-    assert "entropy_bottleneck._matrix0" in base and any(k.endswith("attn_mask") for k in base)
-    optimizer, scheduler = _adam_and_scheduler([base["g_a0.weight"]], [200, 300])
-    aux, _ = _adam_and_scheduler([base["entropy_bottleneck.quantiles"]], [200, 300])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"epoch": 399, "state_dict": base, "loss": 1.25, "optimizer": optimizer, "aux_optimizer": aux,
-                "lr_scheduler": scheduler}, path)
-    return path
 
 
 def _bits(out: dict) -> float:
@@ -65,7 +52,7 @@ def release(tmp_path_factory):
     www = root / "www"
     (www / TRANSTIC).mkdir(parents=True)
     files = {"cls": Path(shutil.copy(TRANSTIC_CHECKPOINT, www / TRANSTIC / "cls_2.pth.tar")),
-             "base": transtic_layout_base(state, www / TRANSTIC / "base_codec_2.pth.tar")}
+             "base": transtic_base(state, www / TRANSTIC / "base_codec_2.pth.tar")}  # TransTIC's layout
     server = FileServer(www).start()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(MIRROR_ENV, server.url)

@@ -31,15 +31,14 @@ def convert_command(checkpoint: str, codec: str, quality: int, task: str, output
     output is replaced only with --force, and never when it is the checkpoint itself.
     """
     from ..formats.adapter_files import load_adapters
-    from ..formats.reference import convert_reference, convert_transtic
+    from ..formats.reference import convert_reference
     from .codec import refuse_inputs_as_outputs
 
     refuse_inputs_as_outputs([Path(checkpoint)], [Path(output)])
     if Path(output).exists() and not force:
         raise OutputExistsError(f"{output} exists; pass --force to replace it")
 
-    convert = convert_transtic if method == "transtic" else convert_reference
-    path = convert(checkpoint, codec=codec, q=quality, task=task, out=output, base=base)
+    path = convert_reference(checkpoint, codec=codec, q=quality, task=task, out=output, base=base, method=method)
     adapters = load_adapters(path)
     click.echo(
         f"wrote {path}: {codec} q{quality} {task}, {adapters.num_parameters():,} adapter parameters, "

@@ -184,36 +184,33 @@ def convert_reference(
     task: str | None = None,
     out: str | os.PathLike | None = None,
     base: str | os.PathLike | None = None,
+    method: str = "sfma",
     **info: Any,
 ) -> Path:
-    """Convert a released TIC-SFMA checkpoint to an adapter file at ``out``; return its path.
+    """Convert a released checkpoint to an adapter file at ``out``; return its path.
 
-    ``q`` (1..4) is the base codec's rate point and ``task`` one of cls / det / seg; the file
-    records both, the checkpoint's name and sha256, this converter's version, and ``info``.
-    With ``base`` (the base codec's weights file, e.g. TransTIC's ``base_codec_q.pth.tar``) the
-    checkpoint's embedded base codec must equal it (``check_embedded_base``), and the file
-    records the base file's name and sha256 too.
+    ``method`` says what the checkpoint holds: "sfma", Adapt-ICMH's TIC-SFMA (the six SFMAs are
+    kept), or "transtic", one of TransTIC's task checkpoints (the whole prompted codec; its
+    prompts are kept). ``q`` (1..4) is the base codec's rate point and ``task`` one of cls / det
+    / seg; the file records both, the checkpoint's name and sha256, the converter's version, and
+    ``info``. With ``base`` (the base codec's weights file, e.g. TransTIC's
+    ``base_codec_q.pth.tar``) the checkpoint's embedded base codec must equal it
+    (``check_embedded_base``), and the file records the base file's name and sha256 too.
     """
+    if method == "transtic":
+        from ..methods.transtic import adapters_from_reference
+
+        build = lambda state: adapters_from_reference(state, q, task=task)  # noqa: E731
+        return _convert(checkpoint, codec, q, task, out, base, build, TRANSTIC_CONVERTER, TRANSTIC_CONVERTER_VERSION, info)
+    if method != "sfma":
+        raise unknown_name("method of a released checkpoint", method, ["sfma", "transtic"])
     build = lambda state: adapters_from_state_dict(state, codec, q, task=task)  # noqa: E731
     return _convert(checkpoint, codec, q, task, out, base, build, CONVERTER, CONVERTER_VERSION, info)
 
 
-def convert_transtic(
-    checkpoint: str | os.PathLike,
-    codec: str = "tic",
-    q: int | None = None,
-    task: str | None = None,
-    out: str | os.PathLike | None = None,
-    base: str | os.PathLike | None = None,
-    **info: Any,
-) -> Path:
-    """Convert a released TransTIC task checkpoint (``cls_q.pth.tar``, ...: the whole prompted
-    codec) to an adapter file of its prompts alone, as ``convert_reference`` does for SFMA (same
-    arguments, same embedded-base check against ``base``)."""
-    from ..methods.transtic import adapters_from_reference
-
-    build = lambda state: adapters_from_reference(state, q, task=task)  # noqa: E731
-    return _convert(checkpoint, codec, q, task, out, base, build, TRANSTIC_CONVERTER, TRANSTIC_CONVERTER_VERSION, info)
+def convert_transtic(checkpoint: str | os.PathLike, **arguments: Any) -> Path:
+    """``convert_reference(..., method="transtic")``: a TransTIC task checkpoint's prompts."""
+    return convert_reference(checkpoint, **arguments, method="transtic")
 
 
 def _convert(checkpoint: str | os.PathLike, codec: str, q: int | None, task: str | None, out: str | os.PathLike | None,
