@@ -163,7 +163,7 @@ def test_pretrained_build_goes_through_fetch_url(monkeypatch, reference_state, t
     base_file = tmp_path / "base_codec_3.pth.tar"  # TransTIC's layout: the codec alone
     torch.save({"epoch": 1, "state_dict": codec_state(reference_state)}, base_file)
 
-    def fake_fetch_url(url, sha256=None, name=None):
+    def fake_fetch_url(url, sha256=None, name=None, **_):
         calls.append((url, sha256, name))
         return base_file
 
