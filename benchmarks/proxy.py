@@ -126,13 +126,19 @@ def codec_folder(config: Config, out: Path) -> Path:
                   f"-b{config.codec_batch}-c{chains}-l{lambdas}")
 
 
+def pool_context(device: str) -> multiprocessing.context.BaseContext:
+    """Worker processes: forked on CPU (cheap, no re-import), started afresh when a GPU is used
+    (a process forked after CUDA started cannot use it: "CUDA error: initialization error")."""
+    return multiprocessing.get_context("spawn" if str(device).startswith("cuda") else "fork")
+
+
 def train_base_codecs(config: Config, train: ProxyBatch, out: Path) -> dict[int, Path]:
     """The human-vision codecs, two chains in parallel (one per core): q3 and q1 from scratch,
     q4 and q2 fine-tuned from them (a warm start, so a short CPU budget still gives usable
     codecs). Cached per setting in ``codec_folder``."""
     folder = codec_folder(config, out)
     folder.mkdir(exist_ok=True)
-    with ProcessPoolExecutor(len(CODEC_CHAINS), mp_context=multiprocessing.get_context("fork")) as pool:
+    with ProcessPoolExecutor(len(CODEC_CHAINS), mp_context=pool_context(config.codec_device)) as pool:
         chains = pool.map(train_codec_chain, [config] * len(CODEC_CHAINS), [train] * len(CODEC_CHAINS),
                           [folder] * len(CODEC_CHAINS), CODEC_CHAINS)
         return {q: path for chain in chains for q, path in chain.items()}

@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import functools
 import json
-import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -145,9 +144,9 @@ def train_rows_at(config: proxy.Config, q: int, folder: Path, work: Path, featur
     return proxy.train_rows(config, TASK, q, folder, work, features=features)
 
 
-def _parallel(function, arguments: list[tuple]) -> list:
+def _parallel(function, arguments: list[tuple], device: str) -> list:
     """``function`` over ``arguments`` in two processes (one per core, as benchmarks.proxy does)."""
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+    with ProcessPoolExecutor(2, mp_context=proxy.pool_context(device)) as pool:
         return list(pool.map(function, *zip(*arguments)))
 
 
@@ -188,7 +187,7 @@ def run(config: proxy.Config, work: Path, docs: Path, device: str, limit: int | 
     os.environ[INDEX_ENV] = str(proxy.write_index(bases, work / "index.json"))
     config = calibrated(config, train.images[torch.randperm(len(train.images), generator=torch.Generator().manual_seed(0))[:32]])
     features = functools.partial(task_model_features, TASK_MODEL, task=TASK)  # built per run, after a cache miss
-    rows = dict(zip(proxy.QUALITIES, _parallel(train_rows_at, [(config, q, photos / "train", work, features) for q in proxy.QUALITIES])))
+    rows = dict(zip(proxy.QUALITIES, _parallel(train_rows_at, [(config, q, photos / "train", work, features) for q in proxy.QUALITIES], config.codec_device)))
     timings["adapters"] = round(time.time() - started) - timings["codecs"]
     curves, per = measure_rows(rows, held.images, torch.device(device))
     timings["measure"] = round(time.time() - started) - timings["codecs"] - timings["adapters"]
