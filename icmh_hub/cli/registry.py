@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -15,13 +16,17 @@ from .options import index_option
 
 def _width(entry: registry.Entry) -> str:
     """The adapters' d, for the methods that have one ("-" for the others, e.g. TransTIC)."""
+    return str(entry.middle_dim) if _has_width(entry.method) else "-"
+
+
+@functools.lru_cache(maxsize=None)
+def _has_width(method: str) -> bool:
     from ..core.methods import get_method
 
     try:
-        fields = get_method(entry.method).config.__dataclass_fields__
+        return "middle_dim" in get_method(method).config.__dataclass_fields__
     except KeyError:  # a method this icmh-hub does not know: show what the index says
-        fields = {"middle_dim"}
-    return str(entry.middle_dim) if "middle_dim" in fields else "-"
+        return True
 
 
 def train_command(entry: registry.Entry) -> str:

@@ -23,7 +23,8 @@ _METHOD_NAME = re.compile(r"[A-Za-z0-9_+>-]+")  # method names may also hold ">"
 def escaped(text: object, limit: int | None = None) -> str:
     """``text`` with every unprintable character (escapes, NUL, newlines) written as a Python
     escape (``\\x1b``), cut to ``limit`` characters if given: safe to print on one line."""
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    text = str(text)
+    shown = text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return shown if limit is None or len(shown) <= limit else shown[: limit - 3] + "..."
 
 

@@ -9,6 +9,8 @@ is read or hashed. The schema itself is documented in adapters/README.md.
 
 from __future__ import annotations
 
+import functools
+
 import json
 import math
 import re
@@ -107,6 +109,11 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+@functools.lru_cache(maxsize=None)
+def _known_set(known: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(known)
+
+
 class _Where:
     """Names the item being checked in every message: file, item, field."""
 
@@ -118,9 +125,9 @@ class _Where:
 
     def fields(self, data: Mapping[str, Any], rules: Mapping[str, Rule], known: tuple[str, ...], required: tuple[str, ...],
                prefix: str = "") -> None:
-        unknown = sorted(data.keys() - known)
+        unknown = data.keys() - _known_set(known)
         if unknown:
-            raise self.error(prefix + unknown[0], f"unknown key (known: {', '.join(known)})")
+            raise self.error(prefix + sorted(unknown)[0], f"unknown key (known: {', '.join(known)})")
         for key in required:
             if data.get(key) in (None, ""):
                 raise self.error(prefix + key, "is required and missing")
