@@ -51,3 +51,18 @@ def test_commands_in_a_fresh_interpreter_print_no_warning(tmp_path):
         done = subprocess.run([sys.executable, "-m", "icmh_hub.cli", *args], capture_output=True, text=True)
         assert done.returncode == 0, (args, done.stderr)
         assert "Warning" not in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    """`icmh-hub list | head`: the closed pipe ends the command with status 141 and no message."""
+    import subprocess
+    import sys
+
+    script = ("import click, sys\nfrom icmh_hub.cli.main import main\n"
+              "@main.command('flood')\ndef flood():\n    for _ in range(200000):\n        click.echo('x' * 60)\n"
+              "main(['flood'])")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.readline()
+    process.stdout.close()  # the reader is gone
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 141 and stderr == b"", stderr.decode()[-500:]

@@ -8,6 +8,7 @@ that memory ran out). Ctrl-C exits 130.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -35,6 +36,9 @@ class IcmhGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:  # the reader stopped early (`icmh-hub list | head`): stop quietly, as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+            sys.exit(141)
         except KeyboardInterrupt as exc:
             if _debug(ctx):
                 raise
