@@ -27,7 +27,7 @@ from ._io import read_state_dict
 from .core.adapter_set import AdapterSet, build_adapters
 from .core.attach import AdaptedCodec, attach
 from .core.identity import base_digest
-from .core.methods import DEFAULT_METHOD, get_method
+from .core.methods import get_method, method_name
 from .core.spec import CodecSpec, get_codec
 from .core.names import check_name, check_names
 from .core.tasks import HUMAN
@@ -83,8 +83,8 @@ def random_adapters(codec: str, q: int, task: str, method: str | None = None) ->
     """One task's seeded random adapters of ``method`` (PyTorch's default init, so they do change
     the output), drawn from a seed of their own: the same whichever other tasks are loaded beside
     them (a decoder rebuilds only the task a file was coded with)."""
-    found = get_method(method or DEFAULT_METHOD)
-    options = {"init": "reference"} if "init" in found.make_config().to_metadata() else {}
+    found = get_method(method_name(method))
+    options = {"init": "reference"} if found.has_option("init") else {}
     with torch.random.fork_rng():
         torch.manual_seed(RANDOM_WEIGHTS_SEED + zlib.crc32(task.encode()))
         return build_adapters(codec, q, method=found.name, options=options, task=task)
@@ -125,7 +125,7 @@ def load(
     """
     spec = get_codec(codec)
     spec.check_quality(q)
-    method = _one_method(method, variant)
+    method = method_name(method, variant)
     tasks = check_names("task", task)
     if pretrained:
         adapters = {name: registry_adapters(spec.name, name, q, lmbda, revision, index, method) for name in tasks}
@@ -159,24 +159,18 @@ def build_codec(
         if adapter is not None:
             raise InvalidArgumentError("an adapter was given with task 'human'; drop one of them (human vision uses no adapters)")
         task = None
-    method = _one_method(method, variant)
+    asked, method = method or variant, method_name(method, variant)
     if adapter is None:
         return load(spec.name, task, q, pretrained=pretrained, index=index, method=method)
     adapters = adapter_set(adapter)
     task = task or adapters.task
     if not task:
         raise InvalidArgumentError("the adapter file names no task; say which with --task (e.g. --task cls)")
-    if method and adapters.method != method:
+    if asked and adapters.method != method:
         raise AdapterMismatchError(f"the adapter file holds {adapters.method} adapters, not {method}; drop --method or give the matching file")
     if adapters.task and adapters.task != task:
         raise AdapterMismatchError(f"the adapter file is for task {adapters.task!r}, not {task!r}; pass --task {adapters.task} or give the matching file")
     return attach(build_base(spec.name, q, pretrained, index), spec.name, {task: adapters}, quality=q).eval()
-
-
-def _one_method(method: str | None, variant: str | None) -> str | None:
-    if method and variant and method != variant:
-        raise InvalidArgumentError(f"method={method!r} and variant={variant!r} disagree; give one (variant is method's old name)")
-    return method or variant
 
 
 # -- what a bitstream names (the decoder's one resolver) -------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import collections
+import contextlib
 import json
 import os
 import subprocess
@@ -95,6 +96,22 @@ def transtic_base(state: dict, path: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def release_server(www: Path, root: Path):
+    """A server of ``www`` standing in for GitHub (``$ICMH_HUB_URL_MIRROR``), a cache under
+    ``root``, no user index, online: (server, the MonkeyPatch that set it up)."""
+    server = FileServer(www).start()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(MIRROR_ENV, server.url)
+            patch.setenv("ICMH_HUB_CACHE", str(root / "cache"))
+            for name in ("ICMH_HUB_INDEX", "HF_HUB_OFFLINE"):
+                patch.delenv(name, raising=False)
+            yield server, patch
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     """The served folder, the server, the environment, and the codec loaded once from it."""
@@ -106,15 +123,9 @@ def release(tmp_path_factory):
         "seg": release_checkpoint(state, www / RELEASE / "ckpt_seg_level2.pth.tar"),
         "base": transtic_base(state, www / TRANSTIC / "base_codec_2.pth.tar"),
     }
-    server = FileServer(www).start()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(MIRROR_ENV, server.url)
-        patch.setenv("ICMH_HUB_CACHE", str(root / "cache"))
-        for name in ("ICMH_HUB_INDEX", "HF_HUB_OFFLINE"):
-            patch.delenv(name, raising=False)
+    with release_server(www, root) as (server, patch):
         codec = icmh_hub.load("tic", task=["det", "seg"], q=2)
         yield {"root": root, "www": www, "files": files, "server": server, "codec": codec, "patch": patch, "state": state}
-    server.stop()
 
 
 def test_load_reproduces_the_reference_with_and_without_sfma(release):

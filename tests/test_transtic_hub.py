@@ -33,7 +33,7 @@ from icmh_hub.hub.transport import MIRROR_ENV, trust_records
 from icmh_hub.methods.transtic import shift_masked
 
 from .file_server import FileServer
-from .test_tic_hub import transtic_base
+from .test_tic_hub import release_server, transtic_base
 from .tic_reference import TOLERANCE, TRANSTIC_CHECKPOINT, TRANSTIC_VECTORS, needs_transtic, reconstruct_like_reference
 
 pytestmark = needs_transtic
@@ -53,16 +53,10 @@ def release(tmp_path_factory):
     (www / TRANSTIC).mkdir(parents=True)
     files = {"cls": Path(shutil.copy(TRANSTIC_CHECKPOINT, www / TRANSTIC / "cls_2.pth.tar")),
              "base": transtic_base(state, www / TRANSTIC / "base_codec_2.pth.tar")}  # TransTIC's layout
-    server = FileServer(www).start()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(MIRROR_ENV, server.url)
-        patch.setenv("ICMH_HUB_CACHE", str(root / "cache"))
-        for name in ("ICMH_HUB_INDEX", "HF_HUB_OFFLINE"):
-            patch.delenv(name, raising=False)
+    with release_server(www, root) as (server, patch):
         codec = icmh_hub.load("tic", task="cls", q=2, method="transtic")
         yield {"root": root, "www": www, "files": files, "server": server, "codec": codec, "patch": patch, "state": state,
                "vectors": load_file(str(TRANSTIC_VECTORS))}
-    server.stop()
 
 
 def test_load_reproduces_the_reference_machine_reconstruction_and_bits(release):

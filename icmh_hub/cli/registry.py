@@ -24,7 +24,7 @@ def _has_width(method: str) -> bool:
     from ..core.methods import get_method
 
     try:
-        return "middle_dim" in get_method(method).config.__dataclass_fields__
+        return get_method(method).has_option("middle_dim")
     except KeyError:  # a method this icmh-hub does not know: show what the index says
         return True
 

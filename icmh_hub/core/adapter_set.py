@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import AdapterMismatchError, InvalidArgumentError
 from .adapters import Adapter, count_parameters
-from .methods import DEFAULT_METHOD, MethodConfig, get_method
+from .methods import MethodConfig, get_method, method_name
 from .spec import SIDES, CodecSpec, get_codec
 from .variants import AdapterConfig
 
@@ -191,9 +191,7 @@ def build_adapters(
     defaults: the scalable ones are decoder-only). ``middle_dim``, ``init`` and ``options`` set
     the method's config fields; other keyword arguments (task, lmbda, ...) go into ``info``.
     """
-    if method and variant and method != variant:
-        raise InvalidArgumentError(f"method={method!r} and variant={variant!r} disagree; give one (variant is method's old name)")
-    found = get_method(method or variant or DEFAULT_METHOD)
+    found = get_method(method_name(method, variant))
     spec = get_codec(codec)
     spec.check_quality(q)
     found.check_codec(spec.name)

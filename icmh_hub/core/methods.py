@@ -79,11 +79,15 @@ class Method:
 
     def make_config(self, **values: Any) -> MethodConfig:
         """This method's config from ``values`` (the others at their defaults), ``method`` set to its name."""
-        known = {item.name for item in dataclasses.fields(self.config)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(name for name in values if not self.has_option(name))
         if unknown:
-            raise InvalidArgumentError(f"method {self.name} has no option {', '.join(unknown)}; its options: {', '.join(sorted(known - {'method'}))}")
+            options = sorted(item.name for item in dataclasses.fields(self.config) if item.name != "method")
+            raise InvalidArgumentError(f"method {self.name} has no option {', '.join(unknown)}; its options: {', '.join(options)}")
         return self.config(**(values | {"method": self.name}))
+
+    def has_option(self, name: str) -> bool:
+        """Whether the method's config has the field ``name`` (e.g. "middle_dim", "init")."""
+        return name in {item.name for item in dataclasses.fields(self.config)}
 
     def check_codec(self, codec: str) -> None:
         if self.codecs and codec not in self.codecs:
@@ -107,6 +111,14 @@ def register_method(
     method = Method(name, config, adapters, description, tuple(codecs))
     _METHODS[name] = method
     return method
+
+
+def method_name(method: str | None, variant: str | None = None) -> str:
+    """The method a call asks for: ``method``, or ``variant`` (its 0.1 name), else the default;
+    both given and different is an error."""
+    if method and variant and method != variant:
+        raise InvalidArgumentError(f"method={method!r} and variant={variant!r} disagree; give one (variant is method's old name)")
+    return method or variant or DEFAULT_METHOD
 
 
 def get_method(name: str) -> Method:

@@ -25,7 +25,7 @@ from typing import Any
 
 from .._io import atomic_write_json, parse_json
 from ..core.spec import list_codecs
-from ..core.methods import DEFAULT_METHOD
+from ..core.methods import method_name
 from ..errors import MissingFileError, RegistryError, unknown_name
 from . import schema, transport
 
@@ -278,7 +278,7 @@ def resolve(
     is preferred to a recipe; two published ones with different lambdas need ``lmbda``. Without
     ``method`` (``variant`` is its 0.1 name), the SFMA entries: other methods are asked for by name.
     """
-    method = method or variant or DEFAULT_METHOD
+    method = method_name(method, variant)
     entries = list(load_index(index).entries.values())
     if codec not in _known_codecs(entries):
         raise unknown_name("codec", codec, _known_codecs(entries))

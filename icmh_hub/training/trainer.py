@@ -47,7 +47,7 @@ from .._io import atomic_path
 from ..assemble import build_base
 from ..core import distributed
 from ..core.adapter_set import STAGES, build_adapters
-from ..core.methods import DEFAULT_METHOD, get_method
+from ..core.methods import get_method, method_name
 from ..core.attach import attach
 from ..core.identity import base_digest
 from ..core.rate import estimated_bpp
@@ -540,13 +540,13 @@ class Trainer(_Loop):
         stages: Sequence[int] = STAGES,
         **kwargs: Any,
     ) -> None:
-        found = get_method(method or variant or DEFAULT_METHOD)
+        found = get_method(method_name(method, variant))
         if middle_dim is not None and (not isinstance(middle_dim, int) or middle_dim < 1):
             raise InvalidArgumentError(f"--middle-dim must be a positive number of channels, got {middle_dim}")
         if not stages or any(stage not in STAGES for stage in stages):
             raise InvalidArgumentError(f"--stages takes stage numbers from 1 to 3 (1 = 1/2 resolution), got {','.join(map(str, stages)) or 'none'}")
         chosen = {"middle_dim": middle_dim} if middle_dim is not None else {}
-        if "init" in found.make_config().to_metadata():
+        if found.has_option("init"):
             chosen["init"] = "reference"  # PyTorch's default init, as the reference code (not identity)
         self.layout = {"method": found.name, "options": found.make_config(**chosen).to_metadata(), "stages": tuple(stages)}
         if found.adapter_class().separate_file:  # a file of its own beside the task's SFMA adapters
