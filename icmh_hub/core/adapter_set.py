@@ -74,8 +74,13 @@ class AdapterSet(nn.Module):
     def build_modules(self, spec: CodecSpec) -> None:
         """Create the modules; the config is checked by then."""
         self.adapters = nn.ModuleDict(
-            {key: Adapter(self.channels, self.config.middle_dim, self.method, self.config.init) for key in self.points}
+            {key: Adapter(self.channels, self.config.middle_dim, self.adapter_variant, self.config.init) for key in self.points}
         )
+
+    @property
+    def adapter_variant(self) -> str:
+        """The ``Adapter`` variant (``VARIANTS``) at each point: SFMA's methods are their own variant."""
+        return self.method
 
     def hook_kind(self, path: str) -> str:
         """How the point at module ``path`` attaches: "output" (a forward hook gives the module's

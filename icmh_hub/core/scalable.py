@@ -34,7 +34,6 @@ from torch import nn
 
 from ..errors import BitstreamError, InvalidArgumentError
 from .adapter_set import STAGES, AdapterSet, stage_points
-from .adapters import Adapter
 from .masking import MaskGenerator
 from .methods import MethodConfig
 from .spec import CodecSpec, check_scalable, get_codec
@@ -76,11 +75,12 @@ class ScalableAdapters(AdapterSet):
         if self.method not in DECODER_ADAPTERS:
             raise InvalidArgumentError(f"{self.method!r} is not a scalable method ({', '.join(DECODER_ADAPTERS)})")
         self.latent_channels = spec.latent_channels[self.quality]
-        variant = DECODER_ADAPTERS[self.method] or "sfma"
-        self.adapters = nn.ModuleDict(
-            {key: Adapter(self.channels, self.config.middle_dim, variant, self.config.init) for key in self.points}
-        )
+        super().build_modules(spec)
         self.mask_generator = MaskGenerator(self.latent_channels, spec.latent_coding == "mean-scale", self.config.mask_hidden)
+
+    @property
+    def adapter_variant(self) -> str:
+        return DECODER_ADAPTERS[self.method] or "sfma"  # scalable-mask holds none (no points)
 
     def layout(self) -> dict[str, Any]:
         return super().layout() | {"latent_channels": self.latent_channels}
