@@ -156,7 +156,7 @@ def code(codec: AdaptedCodec, images: torch.Tensor, bitstream: bool = True, esti
         if bitstream:
             compressed = codec.compress(padded)
             strings, shape = compressed["strings"], compressed["shape"]
-            layered = codec.adapters is not None and codec.adapters.layered
+            layered = codec.layered
             bits = [8 * n for n in _per_image_bytes([strings[0], strings[2]] if layered else strings, len(images))]
             x_hat = codec.decompress(strings, shape)["x_hat"]
             if layered:
@@ -276,7 +276,7 @@ class Encoder:
             mode=info.mode, bits=info.bits,
             variant=None if self.codec.adapters is None else self.codec.adapters.method,
             method=DEFAULT_METHOD if self.codec.adapters is None else self.codec.adapters.method,
-            layered=self.codec.adapters is not None and self.codec.adapters.layered, tile=tile,
+            layered=self.codec.layered, tile=tile,
         )
         parts = code_tiles(self._code, x, header, self.workers) if tile else [self._code(x)]
         return Encoded(pack_tiles(header, parts), header, sum(string_bytes(strings) for strings, _ in parts))

@@ -75,6 +75,12 @@ class AdaptedCodec(CompressionModel):
         """The active task's adapter set (None in human mode)."""
         return None if self._task is HUMAN else self.adapter_sets[self._task]
 
+    @property
+    def layered(self) -> bool:
+        """Whether the active task codes in two layers (a scalable method); never in human mode."""
+        adapters = self.adapters
+        return adapters is not None and adapters.layered
+
     def add_adapters(self, task: str, adapters: AdapterSet, replace: bool = False) -> "AdaptedCodec":
         """Hold ``adapters`` under ``task`` (checked against the codec first); does not activate it."""
         self._check_attached()
