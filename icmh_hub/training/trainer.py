@@ -548,7 +548,8 @@ class Trainer(_Loop):
         chosen = {"middle_dim": middle_dim} if middle_dim is not None else {}
         if found.has_option("init"):
             chosen["init"] = "reference"  # PyTorch's default init, as the reference code (not identity)
-        self.layout = {"method": found.name, "options": found.make_config(**chosen).to_metadata(), "stages": tuple(stages)}
+        method_options = {k: v for k, v in found.make_config(**chosen).to_metadata().items() if k != "method"}  # checked here
+        self.layout = {"method": found.name, "options": method_options, "stages": tuple(stages)}
         if found.adapter_class().separate_file:  # a file of its own beside the task's SFMA adapters
             self.result_suffix = f"-{found.name}"
         super().__init__(codec, q, task, data, recipe, options, **kwargs)
@@ -557,8 +558,8 @@ class Trainer(_Loop):
         with torch.random.fork_rng():  # the adapters' initial weights from the recipe's seed alone
             torch.manual_seed(self.recipe.seed)
             layout = self.layout
-            options = {k: v for k, v in layout["options"].items() if k != "method"}
-            self.adapters = build_adapters(self.spec.name, self.q, method=layout["method"], stages=layout["stages"], options=options, task=self.task)
+            self.adapters = build_adapters(self.spec.name, self.q, method=layout["method"], stages=layout["stages"],
+                                           options=layout["options"], task=self.task)
         return attach(base, self.spec.name, {self.task: self.adapters}, quality=self.q)
 
     @property
@@ -580,7 +581,7 @@ class Trainer(_Loop):
         self.adapters.train()
 
     def config(self) -> dict[str, Any]:
-        options = {k: v for k, v in self.layout["options"].items() if k not in ("method", "init")}
+        options = {k: v for k, v in self.layout["options"].items() if k != "init"}
         return super().config() | {"variant": self.layout["method"], **options, "stages": list(self.layout["stages"])}
 
     @property
