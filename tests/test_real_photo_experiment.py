@@ -3,6 +3,8 @@ figures with paired-bootstrap standard errors (the training itself runs in the b
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -52,3 +54,33 @@ def test_per_crop_scores_lossless_coding_as_full_agreement(monkeypatch):
     assert per["bpp"].tolist() == [64.0 / (64 * 64)] * 5
     shuffled = experiment.per_crop(torch.nn.Linear(1, 1), crops.flip(0), features, reference, chunk=2)
     assert shuffled["distortion"].max() > 0  # a different crop in each place is measured as such
+
+
+def test_ship_writes_a_valid_index_with_the_held_out_figures_in_each_entry(tmp_path):
+    """``--ship``: base codecs and SFMA adapters copied beside an index that loads, each entry
+    with its figures and the human codec's on the same crops, and a card."""
+    import shutil
+    from importlib.resources import files
+
+    from benchmarks.real_photo_experiment import CONFIG, ship
+    from icmh_hub.hub.index import load_index
+
+    demo = files("icmh_hub.index") / "demo"
+    work = tmp_path / "work"
+    work.mkdir()
+    bases, rows = {}, {}
+    for q in (1, 2, 3, 4):
+        bases[q] = Path(shutil.copy(str(demo / f"mbt2018-mean-demo-q{q}.safetensors"), work / f"mbt2018-mean-photo-q{q}.safetensors"))
+        rows[q] = {"sfma": Path(shutil.copy(str(demo / f"mbt2018-mean-demo-cls-q{q}.safetensors"), work / f"a{q}.safetensors"))}
+    point = {"bpp": 0.5, "agreement": 80.0, "psnr": 25.0}
+    results = {"heldout_crops": 293, "photographs": {"heldout": ["a", "b"]},
+               "curves": {"sfma": [{"q": q, **point} for q in (1, 2, 3, 4)], "base": [{"q": q, **point, "bpp": 0.6} for q in (1, 2, 3, 4)]}}
+    index = ship(CONFIG, bases, rows, results, tmp_path / "adapters" / "photo")
+    loaded = load_index(index)
+    entry = loaded.entries["mbt2018-mean-photo/cls/q2"]
+    assert entry.codec == "mbt2018-mean-photo" and entry.task_model == "efficientnet-lite0"
+    assert {m["metric"]: m["value"] for m in entry.metrics} == {"bpp_actual": 0.5, "top1_agreement": 0.8, "psnr": 25.0,
+                                                               "human_bpp_actual": 0.6, "human_top1_agreement": 0.8}
+    assert all(m["dataset"].startswith("real-photos-heldout (293 crops of 2") for m in entry.metrics)
+    assert (tmp_path / "adapters" / "photo" / "mbt2018-mean-photo-cls-q2.md").is_file()
+    assert {("mbt2018-mean-photo", q) for q in (1, 2, 3, 4)} <= set(loaded.bases)

@@ -1,24 +1,30 @@
-"""``icmh-hub demo``: the method at work, offline, on the demo zoo that ships with the package.
+"""``icmh-hub demo``: the method at work, offline, on a demo zoo that ships with the package.
 
-Codes a few freshly made proxy images with the small mbt2018-mean-demo codec, once for people
-(no adapters) and once with the classification adapters, through real bitstreams; prints bpp and
-the proxy classifier's accuracy side by side; checks that switching back to human vision gives
-the very same bytes as the codec that never saw an adapter; and draws one PNG.
+By default it codes crops of real photographs (the scikit-image photographs the photo zoo was
+trained without) with the ``mbt2018-mean-photo`` codec, once for people (no adapters) and once
+with its classification adapters, through real bitstreams, and scores both with the real
+ImageNet classifier the adapters were trained for (EfficientNet-Lite0: top-1 agreement with its
+own top-1 on the uncompressed crop, the photographs having no labels). Without the classifier's
+weights package it falls back to the synthetic proxy images and the proxy classifier of
+``mbt2018-mean-demo``, and says why. Either way it checks that switching back to human vision
+gives the very same bytes as the codec that never saw an adapter, and draws one PNG.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..assemble import build_base, load
-from ..codecs.demo import DEMO_CODEC
+from ..codecs.demo import DEMO_CODEC, PHOTO_CODEC
 from ..coding import code
 from ..core.attach import AdaptedCodec
+from ..errors import MissingDependencyError
 from ..evaluation.bits import base_and_adapted_bits
 from ..evaluation.metrics import psnr
 from ..evaluation import plots
@@ -26,14 +32,63 @@ from .models import load_model, task_score
 from .proxy import ProxyBatch, make_proxy
 
 DEMO_Q = 2
-DEMO_SEED = 2026  # not a seed the zoo was trained or evaluated on
-SHOWN = 16  # images in the figure
+DEMO_SEED = 2026  # not a seed the proxy zoo was trained or evaluated on
+SHOWN = 16  # images in the figure, at most (a multiple of the mosaic's 4 columns)
+
+
+@dataclass
+class Scene:
+    """What the demo codes, with which codec, and how it scores a decode: ``score`` maps decoded
+    images to the share the classifier gets right (``metric`` names what "right" means)."""
+
+    codec: str
+    images: torch.Tensor  # (N, 3, H, W), 8-bit values in [0, 1]
+    score: Callable[[torch.Tensor], float]
+    described: str
+    metric: str
+    classifier: str
+    fallback: str = ""  # why the photo scene was not used
+
+
+@torch.no_grad()
+def top1(model: nn.Module, images: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """The classifier's top-1 class of each image."""
+    return torch.cat([model(images[i : i + chunk]).argmax(1) for i in range(0, len(images), chunk)])
+
+
+def photo_scene() -> Scene:
+    """The held-out photo crops, the photo zoo and EfficientNet-Lite0 (MissingDependencyError
+    without its weights package)."""
+    from ..core.task_models import build_task_model
+    from .photos import HELD_OUT, held_out_crops
+
+    classifier = build_task_model("efficientnet-lite0")
+    images, _ = held_out_crops()
+    reference = top1(classifier, images)
+    return Scene(PHOTO_CODEC, images, lambda x: (top1(classifier, x) == reference).float().mean().item(),
+                 f"{len(images)} crops of {len(HELD_OUT)} held-out photographs", "top-1 agreement", "efficientnet-lite0")
+
+
+def proxy_scene(count: int = 64) -> Scene:
+    """Fresh proxy images, the proxy zoo and its proxy classifier (labels known: accuracy)."""
+    batch = make_proxy(count, seed=DEMO_SEED).as_8bit()
+    classifier = load_model("cls")
+    return Scene(DEMO_CODEC, batch.images, lambda x: task_score("cls", classifier, x, batch), f"{count} proxy images",
+                 "accuracy", "proxy-cls")
+
+
+def default_scene(count: int = 64) -> Scene:
+    """The photo scene when EfficientNet-Lite0's weights are installed, else the proxy one (saying why)."""
+    try:
+        return photo_scene()
+    except MissingDependencyError as exc:
+        return replace(proxy_scene(count), fallback=str(exc))
 
 
 @dataclass
 class Coding:
-    """A batch coded through real bitstreams: decoded pixels, the strings of each compress()
-    call, bits per pixel from their lengths, the task score and PSNR of the decoded images."""
+    """Images coded through real bitstreams: decoded pixels, the strings of each compress()
+    call, bits per pixel from their lengths, the score and PSNR of the decoded images."""
 
     x_hat: torch.Tensor
     strings: list
@@ -54,6 +109,7 @@ class Shown:
     real bpp of the shown decodes, and the bit maps with their own mean (entropy-model estimate)."""
 
     path: Path
+    count: int
     bpp: dict[str, float]
     map_bpp: dict[str, float]
     maps: dict[str, torch.Tensor]
@@ -65,16 +121,20 @@ def compress_strings(codec: nn.Module, images: torch.Tensor, chunk: int = 64) ->
         return [codec.compress(images[i : i + chunk])["strings"] for i in range(0, len(images), chunk)]
 
 
-def code_batch(codec: AdaptedCodec, batch: ProxyBatch, task: str, model: nn.Module, chunk: int = 64) -> Coding:
-    """Code ``batch`` with ``codec`` as it is set now (``icmh_hub.coding.code``, ``chunk`` images
-    at a time) and score the decoded images with the proxy ``task`` model (the demo and
-    ``benchmarks.proxy`` measure every row this way)."""
-    parts = [code(codec, batch.images[i : i + chunk], estimate=False) for i in range(0, len(batch.images), chunk)]
+def code_images(codec: AdaptedCodec, images: torch.Tensor, score: Callable[[torch.Tensor], float], chunk: int = 64) -> Coding:
+    """Code ``images`` with ``codec`` as it is set now (``icmh_hub.coding.code``, ``chunk`` at a
+    time) and ``score`` the decoded images."""
+    parts = [code(codec, images[i : i + chunk], estimate=False) for i in range(0, len(images), chunk)]
     x_hat = torch.cat([p.x_hat for p in parts])
     bits = [b for p in parts for b in p.bits]
-    bpp = sum(bits) / (len(batch.images) * parts[0].pixels)
-    return Coding(x_hat, [p.strings for p in parts], bpp, task_score(task, model, x_hat, batch), psnr(batch.images, x_hat),
-                  bits, parts[0].pixels)
+    bpp = sum(bits) / (len(images) * parts[0].pixels)
+    return Coding(x_hat, [p.strings for p in parts], bpp, score(x_hat), psnr(images, x_hat), bits, parts[0].pixels)
+
+
+def code_batch(codec: AdaptedCodec, batch: ProxyBatch, task: str, model: nn.Module, chunk: int = 64) -> Coding:
+    """``code_images`` of a proxy batch scored with the proxy ``task`` model against its labels
+    (the demo's fallback and ``benchmarks.proxy`` measure every row this way)."""
+    return code_images(codec, batch.images, lambda x_hat: task_score(task, model, x_hat, batch), chunk)
 
 
 def mosaic(images: torch.Tensor, columns: int = 4) -> torch.Tensor:
@@ -90,20 +150,21 @@ def bit_mosaic(codec: AdaptedCodec, images: torch.Tensor, task: str) -> tuple[to
     return tuple(mosaic(torch.stack([m[k] for m in maps])[:, None])[0, 0] for k in (0, 1))
 
 
-def figure(batch: ProxyBatch, human: Coding, machine: Coding, codec: AdaptedCodec, out: Path) -> Shown:
+def figure(scene: Scene, human: Coding, machine: Coding, codec: AdaptedCodec, out: Path) -> Shown:
     """Original, human decode, machine decode, and the bits per latent position of both, for the
-    first ``SHOWN`` images. Every number drawn is measured on those images' own coding: the
-    decodes' titles are their real bpp, the maps' titles the mean of the maps drawn."""
-    images = batch.images[:SHOWN]
+    first images (up to ``SHOWN``). Every number drawn is measured on those images' own coding:
+    the decodes' titles are their real bpp, the maps' titles the mean of the maps drawn."""
+    count = min(SHOWN, len(scene.images) - len(scene.images) % 4)
+    images = scene.images[:count]
     maps = dict(zip(("human", "machine"), bit_mosaic(codec, images, "cls")))
-    pixels = SHOWN * images.shape[-2] * images.shape[-1]
-    shown = Shown(out, {"human": human.bpp_of_first(SHOWN), "machine": machine.bpp_of_first(SHOWN)},
+    pixels = count * images.shape[-2] * images.shape[-1]
+    shown = Shown(out, count, {"human": human.bpp_of_first(count), "machine": machine.bpp_of_first(count)},
                   {k: float(m.sum()) / pixels for k, m in maps.items()}, maps)
     top = float(max(m.max() for m in maps.values()))
-    fig = plots.figure(17.0, 3.9)
+    fig = plots.figure(17.0, 3.9 if count > 8 else 2.6)
     panels = fig.subplots(1, 5)
-    drawn = [("original", mosaic(images)), (f"human: {shown.bpp['human']:.3f} bpp", mosaic(human.x_hat[:SHOWN])),
-             (f"machine (cls): {shown.bpp['machine']:.3f} bpp", mosaic(machine.x_hat[:SHOWN]))]
+    drawn = [("original", mosaic(images)), (f"human: {shown.bpp['human']:.3f} bpp", mosaic(human.x_hat[:count])),
+             (f"machine (cls): {shown.bpp['machine']:.3f} bpp", mosaic(machine.x_hat[:count]))]
     for axes, (title, image) in zip(panels, drawn):
         axes.imshow(image[0].permute(1, 2, 0).clamp(0, 1).numpy())
         axes.set_title(title, fontsize=9)
@@ -114,31 +175,33 @@ def figure(batch: ProxyBatch, human: Coding, machine: Coding, codec: AdaptedCode
     for axes in panels:
         axes.set_xticks([])
         axes.set_yticks([])
-    fig.suptitle(f"{DEMO_CODEC} q{codec.quality}: the first {SHOWN} of {len(batch.images)} proxy images, each coded on its own "
-                 f"through real bitstreams (every figure drawn: these {SHOWN})", fontsize=10)
+    fig.suptitle(f"{scene.codec} q{codec.quality}: the first {count} of {scene.described}, each coded on its own "
+                 f"through real bitstreams (every figure drawn: these {count})", fontsize=10)
     plots.save(fig, out)
     return shown
 
 
-def run_demo(out: str | os.PathLike = "icmh-demo.png", count: int = 64, q: int = DEMO_Q) -> dict:
-    """The demo; returns what it printed as numbers (and the figure's path)."""
-    batch = make_proxy(count, seed=DEMO_SEED).as_8bit()
-    codec = load(DEMO_CODEC, task="cls", q=q)
-    untouched = build_base(DEMO_CODEC, q)  # never saw an adapter
-    classifier = load_model("cls")
+def run_demo(out: str | os.PathLike = "icmh-demo.png", count: int = 64, q: int = DEMO_Q, photos: bool | None = None) -> dict:
+    """The demo; returns what it printed as numbers (and the figure's path). ``photos``: True
+    for the photo scene, False for the proxy one, None for the photo scene when it can run."""
+    scene = photo_scene() if photos else proxy_scene(count) if photos is False else default_scene(count)
+    codec = load(scene.codec, task="cls", q=q)
+    untouched = build_base(scene.codec, q)  # never saw an adapter
     with codec.human():
-        human = code_batch(codec, batch, "cls", classifier)
-    machine = code_batch(codec, batch, "cls", classifier)
+        human = code_images(codec, scene.images, scene.score)
+    machine = code_images(codec, scene.images, scene.score)
     codec.set_task(None)
-    again = compress_strings(codec, batch.images)
+    again = compress_strings(codec, scene.images)
     codec.set_task("cls")
-    shown = figure(batch, human, machine, codec, Path(out))
+    shown = figure(scene, human, machine, codec, Path(out))
     return {
-        "codec": DEMO_CODEC, "q": q, "images": count,
-        "clean_accuracy": task_score("cls", classifier, batch.images, batch),
-        "human": {"bpp": human.bpp, "accuracy": human.score, "psnr": human.psnr},
-        "machine": {"bpp": machine.bpp, "accuracy": machine.score, "psnr": machine.psnr},
-        "human_again_bit_exact": again == human.strings == compress_strings(untouched, batch.images),
+        "codec": scene.codec, "q": q, "images": len(scene.images), "described": scene.described, "metric": scene.metric,
+        "classifier": scene.classifier, "fallback": scene.fallback,
+        "clean_score": scene.score(scene.images),
+        "human": {"bpp": human.bpp, "score": human.score, "psnr": human.psnr},
+        "machine": {"bpp": machine.bpp, "score": machine.score, "psnr": machine.psnr},
+        "human_again_bit_exact": again == human.strings == compress_strings(untouched, scene.images),
         "figure": str(shown.path),
+        "figure_images": shown.count,
         "figure_bpp": shown.bpp,  # the real bpp of the images the figure shows
     }
