@@ -50,6 +50,7 @@ def crops(image: Image.Image, crop: int = CROP, short_side: int = SHORT_SIDE) ->
     """Non-overlapping crop x crop tiles ((left, top), tile) of the RGB image scaled down to a
     short side of at most ``short_side``."""
     image = image.convert("RGB")
+    image.info.pop("icc_profile", None)  # some wallpapers' profiles are malformed (libpng warns on every read)
     scale = min(1.0, short_side / min(image.size))
     if scale < 1:
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
