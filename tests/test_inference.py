@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+import resource
 import subprocess
 import sys
 import textwrap
@@ -14,7 +16,9 @@ import torch
 from icmh_hub import attach, build_adapters, build_base
 from icmh_hub.codecs.demo import DEMO_CODEC
 from icmh_hub.core.adapters import ParallelAdapter
+from icmh_hub.core import memory
 from icmh_hub.core.inference import channels_last, transforms
+from icmh_hub.core.memory import keep_freed_memory
 from icmh_hub.demo.proxy import make_proxy
 
 Q = 2
@@ -49,6 +53,26 @@ def test_the_adapters_channels_last_forward_computes_the_usual_one(branches):
         usual, fast = adapter(x), adapter(x.contiguous(memory_format=torch.channels_last))
     assert fast.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(fast, usual, atol=1e-5, rtol=1e-5) and not torch.equal(fast, x)
+
+
+@pytest.mark.parametrize("branches", [("spatial", "frequency"), ("bottleneck",)])
+def test_the_channels_last_forward_in_bands_of_rows_gives_the_numbers_of_whole_maps(branches, monkeypatch):
+    """Branches that read a few rows around each pixel run band by band: bands of 8 rows (two
+    full ones and a short one) give the whole map's numbers, at the bands' edges too."""
+    from icmh_hub.core import adapters
+
+    torch.manual_seed(2)
+    adapter = ParallelAdapter(16, 8, branches)
+    for p in adapter.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.randn(2, 16, 20, 9).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        usual, whole = adapter(x.contiguous()), adapter(x)
+        monkeypatch.setattr(adapters, "BAND_PIXELS", 9)
+        assert [(r.start, r.stop) for r in adapters.row_bands(x, 2)] == [(0, 8), (8, 16), (16, 20)]
+        banded = adapter(x)
+    torch.testing.assert_close(banded, whole, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(banded, usual, rtol=1e-5, atol=1e-5)
 
 
 def test_the_block_converts_the_transforms_only_and_gives_the_numbers_back(images):
@@ -113,3 +137,39 @@ def test_encoder_and_decoder_agree_across_processes_and_thread_counts(images, tm
     there = torch.load(out, weights_only=True)
     assert torch.equal(there["indexes"], indexes) and torch.equal(there["means"], means)
     assert (there["x_hat"] - pixels).abs().max() < 1e-5
+
+
+def faults_to_fill(megabytes: int = 64) -> int:
+    """Page faults taken to allocate, fill and free a tensor of ``megabytes`` (a 128-channel
+    feature map of 384x256 is 50 MB)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(megabytes << 18).fill_(1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def huge_pages_always() -> bool:
+    try:
+        return "[always]" in open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_freed_memory sets glibc's allocator")
+@pytest.mark.skipif(huge_pages_always(), reason="with transparent huge pages always on, fresh maps fault once per 2 MiB")
+def test_keep_freed_memory_reuses_large_blocks_until_the_outermost_block_ends():
+    pages = (64 << 20) // resource.getpagesize()
+    assert faults_to_fill() > pages // 2  # glibc as it comes: a fresh map, faulted in page by page
+    with keep_freed_memory() as applied:
+        assert applied is True
+        assert [faults_to_fill() for _ in range(8)][-1] < pages // 20  # once the heap has grown
+        with keep_freed_memory():
+            assert faults_to_fill() < pages // 20
+        assert faults_to_fill() < pages // 20  # the inner block's end leaves the outer one's setting
+    assert faults_to_fill() > pages // 2  # glibc's defaults again
+
+
+def test_keep_freed_memory_does_nothing_without_glibc(monkeypatch):
+    monkeypatch.setattr(platform, "libc_ver", lambda *args, **kwargs: ("", ""))
+    monkeypatch.setattr(memory, "_open_or_close", lambda *args: pytest.fail("mallopt called without glibc"))
+    with keep_freed_memory() as applied:
+        assert applied is False
