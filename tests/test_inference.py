@@ -55,26 +55,6 @@ def test_the_adapters_channels_last_forward_computes_the_usual_one(branches):
     assert torch.allclose(fast, usual, atol=1e-5, rtol=1e-5) and not torch.equal(fast, x)
 
 
-@pytest.mark.parametrize("branches", [("spatial", "frequency"), ("bottleneck",)])
-def test_the_channels_last_forward_in_bands_of_rows_gives_the_numbers_of_whole_maps(branches, monkeypatch):
-    """Branches that read a few rows around each pixel run band by band: bands of 8 rows (two
-    full ones and a short one) give the whole map's numbers, at the bands' edges too."""
-    from icmh_hub.core import adapters
-
-    torch.manual_seed(2)
-    adapter = ParallelAdapter(16, 8, branches)
-    for p in adapter.parameters():
-        torch.nn.init.normal_(p, std=0.2)
-    x = torch.randn(2, 16, 20, 9).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        usual, whole = adapter(x.contiguous()), adapter(x)
-        monkeypatch.setattr(adapters, "BAND_PIXELS", 9)
-        assert [(r.start, r.stop) for r in adapters.row_bands(x, 2)] == [(0, 8), (8, 16), (16, 20)]
-        banded = adapter(x)
-    torch.testing.assert_close(banded, whole, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(banded, usual, rtol=1e-5, atol=1e-5)
-
-
 def test_the_block_converts_the_transforms_only_and_gives_the_numbers_back(images):
     codec = adapted()
     before = codec(images)["x_hat"]

@@ -162,21 +162,12 @@ class SpatialModulation(nn.Module):
     def forward(self, projected: torch.Tensor) -> torch.Tensor:
         return _pointwise(self.up, self.hidden(projected))
 
-    @property
-    def halo(self) -> int:
-        """Rows of input either side of a band that its hidden rows depend on (the 5x5's reach)."""
-        return self.dw.padding[0]
-
-    def hidden_channels_last(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, rows: slice) -> torch.Tensor:
-        """``hidden`` at the rows ``rows`` of the projection of a channels-last ``x`` (``weight``,
-        ``bias``: this branch's rows of ``down``), channels-last. Each half is projected on its own
-        so that the depth-wise convolution reads a dense map (a channel slice of a channels-last
-        map is not one); the first over the band and ``halo`` rows either side, whose outputs are
-        dropped (their zero padding is not the image's)."""
-        (weight_a, weight_b), (bias_a, bias_b) = weight.chunk(2), bias.chunk(2)
-        top, bottom = max(0, rows.start - self.halo), min(x.shape[2], rows.stop + self.halo)
-        gated = self.dw(F.conv2d(x[:, :, top:bottom], weight_a, bias_a))[:, :, rows.start - top : rows.stop - top]
-        return gated.mul_(F.conv2d(x[:, :, rows], weight_b, bias_b)).relu_()
+    def hidden_channels_last(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``hidden`` of the projection of a channels-last ``x`` (``weight``, ``bias``: this branch's
+        rows of ``down``), channels-last: each half projected on its own so that the depth-wise
+        convolution reads a dense map (a channel slice of a channels-last map is not one)."""
+        a, b = (F.conv2d(x, w, c) for w, c in zip(weight.chunk(2), bias.chunk(2)))
+        return self.dw(a).mul_(b).relu_()
 
 
 class FrequencyModulation(nn.Module):
@@ -258,11 +249,8 @@ class FrequencyModulation(nn.Module):
     def forward(self, projected: torch.Tensor) -> torch.Tensor:
         return _pointwise(self.up, self.hidden(projected))
 
-    halo = None  # its hidden features at any pixel depend on the whole map
-
-    def hidden_channels_last(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, rows: slice) -> torch.Tensor:
-        """``hidden`` of the projection of a channels-last ``x``, in NCHW (the FFTs' layout); all
-        rows (``halo`` is None, so ``rows`` is every row).
+    def hidden_channels_last(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``hidden`` of the projection of a channels-last ``x``, in NCHW (the FFTs' layout).
 
         The projection is one matrix product that reads the channels-last pixels transposed and
         writes NCHW rows, so no layout conversion is made; its bias is added to the spectrum's DC
@@ -328,10 +316,8 @@ class Bottleneck(nn.Module):
     def forward(self, projected: torch.Tensor) -> torch.Tensor:
         return _pointwise(self.up, self.hidden(projected))
 
-    halo = 0
-
-    def hidden_channels_last(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, rows: slice) -> torch.Tensor:
-        return F.conv2d(x[:, :, rows], weight, bias).relu_()
+    def hidden_channels_last(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, weight, bias).relu_()
 
 
 BRANCHES: dict[str, type[nn.Module]] = {
@@ -373,20 +359,6 @@ def batch_chunks(x: torch.Tensor) -> list[slice]:
     budget = CHUNK_ELEMENTS if x.device.type == "cpu" else 32 * CHUNK_ELEMENTS
     step = max(1, budget // max(1, x[0].numel()))
     return [slice(start, start + step) for start in range(0, x.shape[0], step)]
-
-
-BAND_PIXELS = 1 << 14  # per image, in a band of rows on the channels-last inference path
-
-
-def row_bands(x: torch.Tensor, halo: int | None) -> list[slice]:
-    """Bands of rows of ``x`` (B, C, H, W) of about ``BAND_PIXELS`` pixels each, for a branch
-    that reads ``halo`` rows either side of a band (one band, all rows, if ``halo`` is None: the
-    branch reads the whole map). A 128-channel band then takes 8 MB at most: the band's
-    intermediates stay in the L3 cache of current CPUs, and the halo rows a branch recomputes
-    cost a few percent of its work (4 of 42 rows at 384 pixels wide)."""
-    height, width = x.shape[-2:]
-    step = height if halo is None else max(1, BAND_PIXELS // width, 4 * halo)
-    return [slice(start, min(height, start + step)) for start in range(0, height, step)]
 
 
 def autocast_state(device_type: str) -> tuple[str, bool, torch.dtype]:
@@ -465,22 +437,18 @@ class ParallelAdapter(nn.Module):
 
         The projections are oneDNN convolutions on the channels-last map (bias included), and each
         branch's last 1x1 convolution is one matrix product that adds into the output's pixels
-        (B, H*W, C) in place, reading the hidden map in whichever layout its branch made it. A
-        branch whose hidden rows depend on a few rows of input only (``halo`` rows either side)
-        runs band by band (``row_bands``), so that its intermediates stay in the CPU's cache and
-        are not allocated at full size. The numbers are ``_forward``'s up to float rounding
-        (another summation order)."""
+        (B, H*W, C) in place, reading the hidden map in whichever layout its branch made it. The
+        numbers are ``_forward``'s up to float rounding (another summation order)."""
         bias = sum(branch.up.bias for branch in self.branches).view(1, -1, 1, 1)
         out = (x + bias).contiguous(memory_format=torch.channels_last)
         weights = self.down.weight.split(self.widths)
         biases = self.down.bias.split(self.widths)
         for images in batch_chunks(x):
+            pixels = _pixels(out[images])
             for branch, weight, bias in zip(self.branches, weights, biases):
-                up = branch.up.weight.flatten(1).t().to(out.dtype)
-                for rows in row_bands(x, branch.halo):
-                    hidden = branch.hidden_channels_last(x[images], weight, bias, rows)
-                    pixels = _pixels(out[images, :, rows])
-                    pixels.baddbmm_(_pixels(hidden).to(pixels.dtype), up.expand(pixels.shape[0], -1, -1))
+                hidden = branch.hidden_channels_last(x[images], weight, bias)
+                up = branch.up.weight.flatten(1).t().to(pixels.dtype)
+                pixels.baddbmm_(_pixels(hidden).to(pixels.dtype), up.expand(pixels.shape[0], -1, -1))
         return out
 
     def grads(self, x: torch.Tensor, grad: torch.Tensor, autocast: tuple[str, bool, torch.dtype], input_grad: bool = True):
