@@ -7,13 +7,14 @@ side in this run. The base codec is timed on each path too: a path's ratio is it
 over its own base time, and ``fastest`` puts the adapted codec on its fastest path (the path
 with the smaller compress + decompress median) over the base codec on its own fastest path.
 
-That is done twice, with glibc's allocator as it comes and inside ``keep_freed_memory()``
+That is done twice, with the process's allocator as it comes (glibc's, or one that
+``LD_PRELOAD`` put in its place: the JSON records it) and inside ``keep_freed_memory()``
 (``--allocator`` picks one): one phase after the other, each warmed up on its own, because the
 point of the setting is the state it leaves the heap in. Ratios within a phase are measured in
 turns; figures across phases are not, so compare them over several runs.
 
     python -m benchmarks.overhead [--threads 2] [--repeats 5] [--size 768x512] [--device cuda]
-        [--codec mbt2018-mean:3 --codec cheng2020-anchor:5] [--allocator glibc --allocator kept]
+        [--codec mbt2018-mean:3 --codec cheng2020-anchor:5] [--allocator default --allocator kept]
 
 cheng2020-anchor's autoregressive context model codes latent by latent in Python, so its
 compress/decompress are slow on a CPU; ``--size`` / ``--repeats`` make a run shorter, and the
@@ -23,6 +24,7 @@ table says what was run.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -35,7 +37,7 @@ from .common import arguments, finish, interleaved, pin_threads, table
 
 DEFAULT_CODECS = ("mbt2018-mean:3", "cheng2020-anchor:5")
 PATHS = {"usual": lambda codec: contextlib.nullcontext(), "channels-last": channels_last}
-ALLOCATORS = {"glibc": contextlib.nullcontext, "kept": keep_freed_memory}
+ALLOCATORS = {"default": contextlib.nullcontext, "kept": keep_freed_memory}
 SIDES = ((TASK, "adapted"), (None, "base"))
 
 
@@ -105,11 +107,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--codec", action="append", help="CODEC:QUALITY, repeatable (default: %s)" % ", ".join(DEFAULT_CODECS))
     parser.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda)")
     parser.add_argument("--allocator", action="append", choices=list(ALLOCATORS),
-                        help="glibc (as it comes) or kept (keep_freed_memory), repeatable (default: both, in that order)")
+                        help="default (the allocator as it comes) or kept (keep_freed_memory), repeatable (default: both, in that order)")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: this torch sees no CUDA device")
-    machine = pin_threads(args.threads) | {"device": args.device}
+    machine = pin_threads(args.threads) | {"device": args.device, "ld_preload": os.environ.get("LD_PRELOAD", "")}
     height, width = parse_size(args.size)
     results, rows = [], []
     for item in args.codec or DEFAULT_CODECS:
@@ -117,18 +119,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         result = measure(name, int(quality or 3), height, width, args.repeats, args.device,
                          tuple(args.allocator or ALLOCATORS))
         results.append(result)
-        rows += _rows(name, result, width, height)
+        rows += _rows(name, result, width, height, machine["ld_preload"])
     text = table(["codec", "size", "allocator", "path (adapted, base)", "base enc / dec s", "adapted enc / dec s",
                   "enc ratio", "dec ratio", "enc+dec ratio", "enc+dec ratio (CPU time)", "base bpp"], rows)
     finish("overhead", machine | {"repeats": args.repeats}, results, args.out, text)
     return results
 
 
-def _rows(name: str, result: dict, width: int, height: int) -> list[list]:
+def _rows(name: str, result: dict, width: int, height: int, preload: str) -> list[list]:
     rows = []
     for allocator, phase in result["allocators"].items():
         t = phase["times"]
-        shown = allocator if phase["applied"] else f"{allocator} (not applied: no glibc)"
+        shown = allocator if phase["applied"] else f"{allocator} (no glibc: as default)"
+        shown += f" (LD_PRELOAD {os.path.basename(preload)})" if preload else ""
         for path in [*PATHS, "fastest"]:
             r = phase[path]
             paths = (path, path) if path != "fastest" else (r["adapted_path"], r["base_path"])
