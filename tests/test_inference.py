@@ -85,11 +85,20 @@ def test_files_coded_on_either_path_decode_on_the_other(images):
     assert (back - usual_pixels).abs().max() < 1e-2  # other strings only where a latent rounded the other way
 
 
-def test_encoder_and_decoder_agree_across_processes_and_thread_counts(images, tmp_path):
+@pytest.fixture
+def two_threads():
+    """Two torch threads for one test, then the count the suite runs with (other files compare
+    numbers bit for bit with what they computed under it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_encoder_and_decoder_agree_across_processes_and_thread_counts(images, tmp_path, two_threads):
     """The encoder (this process, 2 threads, channels-last) and a decoder in another process with
     1 thread compute the same entropy parameters bit for bit, and the same picture."""
     codec = adapted()
-    torch.set_num_threads(2)
     with channels_last(codec):
         coded = codec.compress(images)
         pixels = codec.decompress(coded["strings"], coded["shape"])["x_hat"]
