@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                          tuple(args.allocator or ALLOCATORS))
         results.append(result)
         rows += _rows(name, result, width, height, machine["ld_preload"])
-    text = table(["codec", "size", "allocator", "path (adapted, base)", "base enc / dec s", "adapted enc / dec s",
-                  "enc ratio", "dec ratio", "enc+dec ratio", "enc+dec ratio (CPU time)", "base bpp"], rows)
+    text = table(["codec", "size", "base bpp", "allocator", "path (adapted, base)", "base enc / dec s",
+                  "adapted enc / dec s", "enc ratio", "dec ratio", "enc+dec ratio", "enc+dec ratio (CPU time)"], rows)
     finish("overhead", machine | {"repeats": args.repeats}, results, args.out, text)
     return results
 
@@ -129,19 +129,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
 def _rows(name: str, result: dict, width: int, height: int, preload: str) -> list[list]:
     rows = []
     for allocator, phase in result["allocators"].items():
-        t = phase["times"]
         shown = allocator if phase["applied"] else f"{allocator} (no glibc: as default)"
         shown += f" (LD_PRELOAD {os.path.basename(preload)})" if preload else ""
-        for path in [*PATHS, "fastest"]:
-            r = phase[path]
-            paths = (path, path) if path != "fastest" else (r["adapted_path"], r["base_path"])
-            rows.append([f"{name} q{result['quality']}", f"{width}x{height}", shown,
-                         paths[0] if path != "fastest" else f"fastest: {paths[0]}, {paths[1]}",
-                         f"{t[f'compress/base/{paths[1]}']['wall_s']:.3f} / {t[f'decompress/base/{paths[1]}']['wall_s']:.3f}",
-                         f"{t[f'compress/adapted/{paths[0]}']['wall_s']:.3f} / {t[f'decompress/adapted/{paths[0]}']['wall_s']:.3f}",
-                         r["compress_ratio"], r["decompress_ratio"], r["total_ratio"], r["total_ratio_cpu"],
-                         f"{result['bpp']['base']:.2f}"])
+        head = [f"{name} q{result['quality']}", f"{width}x{height}", f"{result['bpp']['base']:.2f}", shown]
+        rows += [head + _row(phase, phase[path], path, path, path) for path in PATHS]
+        best = phase["fastest"]
+        rows.append(head + _row(phase, best, f"fastest: {best['adapted_path']}, {best['base_path']}",
+                                best["adapted_path"], best["base_path"]))
     return rows
+
+
+def _row(phase: dict, ratios: dict, label: str, adapted_path: str, base_path: str) -> list:
+    """A row's path, times and ratios (the adapted codec on ``adapted_path``, the base on ``base_path``)."""
+    t = phase["times"]
+    return [label, f"{t[f'compress/base/{base_path}']['wall_s']:.3f} / {t[f'decompress/base/{base_path}']['wall_s']:.3f}",
+            f"{t[f'compress/adapted/{adapted_path}']['wall_s']:.3f} / {t[f'decompress/adapted/{adapted_path}']['wall_s']:.3f}",
+            ratios["compress_ratio"], ratios["decompress_ratio"], ratios["total_ratio"], ratios["total_ratio_cpu"]]
 
 
 if __name__ == "__main__":
