@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+import resource
 import subprocess
 import sys
 import textwrap
@@ -14,7 +16,9 @@ import torch
 from icmh_hub import attach, build_adapters, build_base
 from icmh_hub.codecs.demo import DEMO_CODEC
 from icmh_hub.core.adapters import ParallelAdapter
+from icmh_hub.core import memory
 from icmh_hub.core.inference import channels_last, transforms
+from icmh_hub.core.memory import keep_freed_memory
 from icmh_hub.demo.proxy import make_proxy
 
 Q = 2
@@ -81,11 +85,20 @@ def test_files_coded_on_either_path_decode_on_the_other(images):
     assert (back - usual_pixels).abs().max() < 1e-2  # other strings only where a latent rounded the other way
 
 
-def test_encoder_and_decoder_agree_across_processes_and_thread_counts(images, tmp_path):
+@pytest.fixture
+def two_threads():
+    """Two torch threads for one test, then the count the suite runs with (other files compare
+    numbers bit for bit with what they computed under it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_encoder_and_decoder_agree_across_processes_and_thread_counts(images, tmp_path, two_threads):
     """The encoder (this process, 2 threads, channels-last) and a decoder in another process with
     1 thread compute the same entropy parameters bit for bit, and the same picture."""
     codec = adapted()
-    torch.set_num_threads(2)
     with channels_last(codec):
         coded = codec.compress(images)
         pixels = codec.decompress(coded["strings"], coded["shape"])["x_hat"]
@@ -113,3 +126,39 @@ def test_encoder_and_decoder_agree_across_processes_and_thread_counts(images, tm
     there = torch.load(out, weights_only=True)
     assert torch.equal(there["indexes"], indexes) and torch.equal(there["means"], means)
     assert (there["x_hat"] - pixels).abs().max() < 1e-5
+
+
+def faults_to_fill(megabytes: int = 64) -> int:
+    """Page faults taken to allocate, fill and free a tensor of ``megabytes`` (a 128-channel
+    feature map of 384x256 is 50 MB)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(megabytes << 18).fill_(1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def huge_pages_always() -> bool:
+    try:
+        return "[always]" in open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_freed_memory sets glibc's allocator")
+@pytest.mark.skipif(huge_pages_always(), reason="with transparent huge pages always on, fresh maps fault once per 2 MiB")
+def test_keep_freed_memory_reuses_large_blocks_until_the_outermost_block_ends():
+    pages = (64 << 20) // resource.getpagesize()
+    assert faults_to_fill() > pages // 2  # glibc as it comes: a fresh map, faulted in page by page
+    with keep_freed_memory() as applied:
+        assert applied is True
+        assert [faults_to_fill() for _ in range(8)][-1] < pages // 20  # once the heap has grown
+        with keep_freed_memory():
+            assert faults_to_fill() < pages // 20
+        assert faults_to_fill() < pages // 20  # the inner block's end leaves the outer one's setting
+    assert faults_to_fill() > pages // 2  # glibc's defaults again
+
+
+def test_keep_freed_memory_does_nothing_without_glibc(monkeypatch):
+    monkeypatch.setattr(platform, "libc_ver", lambda *args, **kwargs: ("", ""))
+    monkeypatch.setattr(memory, "_open_or_close", lambda *args: pytest.fail("mallopt called without glibc"))
+    with keep_freed_memory() as applied:
+        assert applied is False

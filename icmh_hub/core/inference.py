@@ -15,6 +15,8 @@ it and the other way round. What the block changes is only where float rounding 
 encoder-only (``g_a``, ``h_a``) and decoder-only (``g_s``) transforms: a few latents may round the
 other way (the rate stays the same), and decoded pixels differ from the usual path's by float
 rounding, never by a wrong table.
+
+The other half of the fastest CPU path is the allocator's: ``icmh_hub.core.memory.keep_freed_memory``.
 """
 
 from __future__ import annotations
