@@ -88,6 +88,7 @@ class Config:
     task_lambdas: tuple[tuple[str, tuple[float, ...]], ...] = (("cls", (2.0, 8.0, 32.0, 128.0)), ("seg", (2.0, 8.0, 32.0, 128.0)))  # 4x apart, as the codec lambdas
     seed: int = 0
     codec: str = DEMO_CODEC  # the codec name the base weights and adapters are trained and shipped under
+    task_model: str | None = None  # a registered task model to train against (None: the proxy model's features)
 
     def scaled(self, scale: float) -> "Config":
         steps = {k: max(2, round(getattr(self, k) * scale)) for k in ("codec_steps", "codec_finetune_steps", "task_steps", "adapter_steps")}
@@ -212,12 +213,23 @@ def write_index(bases: dict[int, Path], index: Path, entries: list[dict[str, Any
 def training_options(config: Config, task: str, q: int, seed: int, steps: int, lr: float, out_dir: Path) -> TrainOptions:
     """What every adapter and full fine-tuning run shares: the loss, the data and the budget."""
     return TrainOptions(lmbda=config.lmbda(task, q), steps=steps, batch_size=config.adapter_batch, crop=config.size,
-                        seed=seed, lr=lr, out_dir=out_dir, progress=False, checkpoint_every=0)
+                        seed=seed, lr=lr, out_dir=out_dir, progress=False, checkpoint_every=0, task_model=config.task_model)
 
 
 def proxy_features(task: str, work: Path):
     """The training distortion's features: the proxy task model's four stages."""
     return task_features(task, load_model(task, work / f"proxy-{task}.safetensors"))
+
+
+def _model_tag(config: Config) -> str:
+    """The run-folder suffix of a run against a registered task model (none for the proxy's)."""
+    return f"-{config.task_model}" if config.task_model else ""
+
+
+def run_features(config: Config, task: str, work: Path, features: Features):
+    """The features a training run is given: none when ``config.task_model`` names a registered
+    model (the trainer builds it and records its name), else ``features`` or the proxy model's."""
+    return None if config.task_model else (features or (lambda: proxy_features(task, work)))()
 
 
 def train_adapter(config: Config, task: str, q: int, variant: str, dim: int, folder: Path, work: Path,
@@ -227,7 +239,7 @@ def train_adapter(config: Config, task: str, q: int, variant: str, dim: int, fol
     ``features`` builds the training distortion's task features (default: the proxy model's)."""
     seed = config.seed if seed is None else seed
     steps = config.adapter_steps if steps is None else steps
-    tag = f"l{config.lmbda(task, q)}-s{steps}-lr{config.adapter_lr}" + ("" if seed == config.seed else f"-seed{seed}")
+    tag = f"l{config.lmbda(task, q)}-s{steps}-lr{config.adapter_lr}" + ("" if seed == config.seed else f"-seed{seed}") + _model_tag(config)
     run_dir = codec_folder(config, work) / f"{task}-q{q}-{variant}{dim}-{tag}"
     done = run_dir / f"{config.codec}-{task}-q{q}.safetensors"
     if done.is_file():
@@ -235,7 +247,7 @@ def train_adapter(config: Config, task: str, q: int, variant: str, dim: int, fol
     started = time.time()
     options = training_options(config, task, q, seed, steps, config.adapter_lr, run_dir)
     trainer = Trainer(config.codec, q, task, folder, options=options, variant=variant, middle_dim=dim,
-                      features=(features or (lambda: proxy_features(task, work)))())
+                      features=run_features(config, task, work, features))
     path = trainer.fit()
     log(f"{task} q{q} {variant}{dim} seed {seed}, {steps} steps: bpp {trainer.last.bpp:.3f} "
         f"D {trainer.last.distortion:.4f} ({time.time() - started:.0f} s)")
@@ -244,17 +256,16 @@ def train_adapter(config: Config, task: str, q: int, variant: str, dim: int, fol
 
 def train_rows(config: Config, task: str, q: int, folder: Path, work: Path, features: Features = None) -> dict[str, Path]:
     """SFMA, naive and full fine-tuning at one rate point (``features`` as in ``train_adapter``)."""
-    features = features or (lambda: proxy_features(task, work))
     rows = {"sfma": train_adapter(config, task, q, "sfma", config.middle_dim, folder, work, features=features),
             "naive": train_adapter(config, task, q, "naive", config.naive_dim, folder, work, features=features)}
     tag = f"l{config.lmbda(task, q)}-s{config.adapter_steps}"
-    run_dir = codec_folder(config, work) / f"{task}-q{q}-full-{tag}-lr{config.full_lr}"
+    run_dir = codec_folder(config, work) / f"{task}-q{q}-full-{tag}-lr{config.full_lr}{_model_tag(config)}"
     done = run_dir / f"{config.codec}-{task}-q{q}-full.safetensors"
     if done.is_file():
         return rows | {"full": done}
     started = time.time()
     options = training_options(config, task, q, config.seed, config.adapter_steps, config.full_lr, run_dir)
-    full = FullFinetuner(config.codec, q, task, folder, options=options, features=features())
+    full = FullFinetuner(config.codec, q, task, folder, options=options, features=run_features(config, task, work, features))
     rows["full"] = full.fit()
     log(f"{task} q{q} full fine-tuning: bpp {full.last.bpp:.3f} D {full.last.distortion:.4f} ({time.time() - started:.0f} s)")
     return rows

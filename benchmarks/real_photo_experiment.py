@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import os
 import shutil
@@ -54,7 +53,7 @@ AGREEMENT_NOTE = "top-1 agreement: EfficientNet-Lite0's top-1 on the decoded cro
 HUMAN_NOTE = "the human codec (no adapters) on the same crops"
 UNUSED = ("train_images", "test_images", "task_steps")  # proxy.Config fields this experiment has no use for
 
-CONFIG = dataclasses.replace(proxy.Config(), codec=PHOTO_CODEC, size=128, codec_steps=3000, codec_finetune_steps=1200, codec_batch=8,
+CONFIG = dataclasses.replace(proxy.Config(), codec=PHOTO_CODEC, task_model=TASK_MODEL, size=128, codec_steps=3000, codec_finetune_steps=1200, codec_batch=8,
                              adapter_steps=300, adapter_batch=8)  # lambdas: calibrated() once the codecs exist
 
 
@@ -146,9 +145,9 @@ def calibrated(config: proxy.Config, tiles: torch.Tensor) -> proxy.Config:
     return dataclasses.replace(config, task_lambdas=((TASK, tuple(lambdas)),))
 
 
-def train_rows_at(config: proxy.Config, q: int, folder: Path, work: Path, features) -> dict[str, Path]:
+def train_rows_at(config: proxy.Config, q: int, folder: Path, work: Path) -> dict[str, Path]:
     torch.set_num_threads(1)
-    return proxy.train_rows(config, TASK, q, folder, work, features=features)
+    return proxy.train_rows(config, TASK, q, folder, work)
 
 
 def _parallel(function, arguments: list[tuple], device: str) -> list:
@@ -193,8 +192,7 @@ def run(config: proxy.Config, work: Path, docs: Path, device: str, limit: int | 
     timings["codecs"] = round(time.time() - started)
     os.environ[INDEX_ENV] = str(proxy.write_index(bases, work / "index.json", codec=config.codec))
     config = calibrated(config, train.images[torch.randperm(len(train.images), generator=torch.Generator().manual_seed(0))[:32]])
-    features = functools.partial(task_model_features, TASK_MODEL, task=TASK)  # built per run, after a cache miss
-    rows = dict(zip(proxy.QUALITIES, _parallel(train_rows_at, [(config, q, photos / "train", work, features) for q in proxy.QUALITIES], config.codec_device)))
+    rows = dict(zip(proxy.QUALITIES, _parallel(train_rows_at, [(config, q, photos / "train", work) for q in proxy.QUALITIES], config.codec_device)))
     timings["adapters"] = round(time.time() - started) - timings["codecs"]
     curves, per = measure_rows(rows, held.images, torch.device(device), config.codec)
     timings["measure"] = round(time.time() - started) - timings["codecs"] - timings["adapters"]

@@ -32,7 +32,7 @@ def test_photo_zoo_is_published_verified_and_records_its_classifier():
         assert sha256_of(path) == item["sha256"] and path.stat().st_size == item["size"]
     for entry in entries:
         assert entry.status == "published" and entry.task_model == "efficientnet-lite0"
-        assert {m["metric"] for m in entry.metrics} == {"bpp_actual", "top1_agreement", "psnr"}
+        assert {m["metric"] for m in entry.metrics} == {"bpp_actual", "top1_agreement", "psnr", "human_bpp_actual", "human_top1_agreement"}
         card = (PHOTO_INDEX.parent / "photo" / f"{PHOTO_CODEC}-cls-q{entry.q}.md").read_text()
         assert "efficientnet-lite0" in card and "top1_agreement" in card
 

@@ -35,6 +35,9 @@ def demo_command(out: str, photos: bool | None, count: int, q: int) -> None:
         click.echo(f"{name:24}{row['bpp']:8.3f}{row['score']:17.1%}{row['psnr']:8.2f} dB")
     saved = 1 - machine["bpp"] / human["bpp"]
     click.echo(f"bits saved by the adapters: {saved:.1%}" if saved >= 0 else f"the adapters spend {-saved:.1%} more bits here")
+    if machine["score"] < human["score"]:
+        click.echo(f"the classifier gets fewer right on the machine decode ({metric} {machine['score']:.1%} against "
+                   f"{human['score']:.1%}): on these images the adapters traded {metric} for bits")
     exact = "yes" if result["human_again_bit_exact"] else "NO"
     click.echo(f"back to human vision: same bytes as the codec that never had adapters: {exact}")
     drawn, count = result["figure_bpp"], result["figure_images"]
