@@ -14,7 +14,7 @@ q3, random weights, cls adapters: default tiling), decodes it with ``icmh-hub de
 compresses it again; each command is its own process under ``/usr/bin/time -v`` (peak RSS and
 wall time of the whole command), and the two files must be the same bytes.
 
-    python -m benchmarks.tiling photos [--tiles 128 256] [--band 4] [--codec mbt2018-mean-photo]
+    python -m benchmarks.tiling photos [--tiles 128 256] [--band 4] [--codec mbt2018-mean-photo] [--human]
     python -m benchmarks.tiling big [--side 6000]
 """
 
@@ -76,13 +76,13 @@ def psnr(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> float:
     return 10 * torch.log10(torch.tensor(1 / max(error, 1e-12))).item()
 
 
-def photos(tiles: list[int], band: int, codecs: list[str] | None = None) -> list[dict]:
+def photos(tiles: list[int], band: int, codecs: list[str] | None = None, human: bool = False) -> list[dict]:
     import icmh_hub
     from icmh_hub.coding import Decoder, Encoder
 
     results = []
     for codec_name, quality, pretrained, names in [c for c in CODECS if not codecs or c[0] in codecs]:
-        codec = icmh_hub.load(codec_name, task="cls", q=quality, pretrained=pretrained)
+        codec = icmh_hub.load(codec_name, task="cls", q=quality, pretrained=pretrained).set_task(None if human else "cls")
         decoder = Decoder(codecs=[codec])
         for name in names:
             x = photo(name)
@@ -95,7 +95,7 @@ def photos(tiles: list[int], band: int, codecs: list[str] | None = None) -> list
                 tiled_image = decoder.decode(tiled.data).image
                 mask = border_mask(*x.shape[-2:], tile, band)
                 results.append({
-                    "codec": f"{codec_name} q{quality}" + ("" if pretrained else " (random)"), "photo": name,
+                    "codec": f"{codec_name} q{quality}" + ("" if pretrained else " (random)") + (", human" if human else ", cls"), "photo": name,
                     "size": f"{x.shape[-1]}x{x.shape[-2]}", "tile": tile, "tiles": len(tiled.header.tile_boxes()),
                     "bpp_whole": whole.bpp, "bpp_tiled": tiled.bpp, "rate_cost": tiled.bpp / whole.bpp - 1,
                     "psnr_whole_border": psnr(whole_image, x, mask), "psnr_whole_rest": psnr(whole_image, x, ~mask),
@@ -145,10 +145,11 @@ def main() -> None:
     parser.add_argument("--band", type=int, default=4)
     parser.add_argument("--side", type=int, default=6000)
     parser.add_argument("--codec", action="append", choices=[c[0] for c in CODECS], help="photos: these codecs only (repeatable)")
+    parser.add_argument("--human", action="store_true", help="photos: code for people (no adapters) instead of with the cls adapters")
     args = parser.parse_args()
     machine = pin_threads(args.threads)
     if args.what == "photos":
-        results = photos(args.tiles, args.band, args.codec)
+        results = photos(args.tiles, args.band, args.codec, args.human)
         text = table(["codec", "photo", "size", "tile", "tiles", "bpp whole", "bpp tiled", "cost", "border whole", "rest whole",
                       "border tiled", "rest tiled"],
                      [[r["codec"], r["photo"], r["size"], r["tile"], r["tiles"], r["bpp_whole"], r["bpp_tiled"],
