@@ -24,6 +24,7 @@ from .test_train import images  # noqa: F401  (the small image-folder fixture)
 DEMO_INDEX = Path(str(files("icmh_hub.index") / "demo.json"))
 
 
+@pytest.mark.slow  # 12 s: trains both proxy models briefly; the shipped ones are checked in the default run
 def test_proxy_models_learn_and_score():
     data = make_proxy(64, 64, seed=5)
     for task in ("cls", "seg"):

@@ -76,7 +76,7 @@ WRITE_EVERYTHING = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("umask, mode", [("022", 0o644), ("077", 0o600)])
+@pytest.mark.parametrize("umask, mode", [("022", 0o644), pytest.param("077", 0o600, marks=pytest.mark.slow)])
 def test_every_file_written_gets_the_umasks_mode(tmp_path, umask, mode):
     done = subprocess.run([sys.executable, "-c", WRITE_EVERYTHING, umask, str(tmp_path)], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=PYTHONPATH), timeout=300)

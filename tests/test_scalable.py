@@ -282,7 +282,7 @@ def test_cli_trains_scalable_adapters_and_eval_reports_both_layers(tmp_path):
     assert metrics["psnr_full"] == pytest.approx(human["psnr"], abs=1e-9)  # the human picture is the base codec's
 
 
-@pytest.mark.parametrize("kept", [1, 2])
+@pytest.mark.parametrize("kept", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_layers_of_a_few_elements_code_safely(images, kept):
     """CompressAI's encoder overruns its buffer on strings of one or two symbols (heap corruption,
     measured: "double free or corruption" within 3000 one-symbol strings); short layers are padded

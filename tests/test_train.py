@@ -228,7 +228,7 @@ def _interrupted_run(args: list[str], out, signum: int, at_step: int) -> tuple[s
 
 
 @pytest.mark.parametrize("signals", [
-    pytest.param((signal.SIGINT, signal.SIGKILL), id="SIGINT,SIGKILL"),
+    pytest.param((signal.SIGINT, signal.SIGKILL), id="SIGINT,SIGKILL", marks=pytest.mark.slow),  # 24 s; test_resume_gives_the_same_adapters_as_not_stopping stays in the default run
     pytest.param((signal.SIGTERM,), id="SIGTERM", marks=pytest.mark.slow),  # the SIGINT handler; in-process below
 ])
 def test_resume_after_a_signal_at_a_random_step_equals_a_straight_run(images, tmp_path, signals):
