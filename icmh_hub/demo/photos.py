@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from PIL import Image
+
+from ..formats.images import pil_to_tensor
 
 SKIMAGE = {  # name -> licence, as the function's docstring states it
     "astronaut": "public domain (NASA)", "camera": "CC0", "chelsea": "CC0", "coffee": "CC0",
@@ -64,6 +65,6 @@ def held_out_crops() -> tuple[torch.Tensor, list[str]]:
     images, names = [], []
     for photo in skimage_photos(HELD_OUT):
         for (left, top), tile in crops(photo.load()):
-            images.append(torch.from_numpy(np.asarray(tile, dtype=np.float32) / 255).permute(2, 0, 1))
+            images.append(pil_to_tensor(tile, photo.name)[0][0])
             names.append(f"{photo.name}-{left}-{top}")
     return torch.stack(images), names
