@@ -57,7 +57,11 @@ def keep_freed_memory() -> Iterator[bool]:
     keeps its peak memory mapped until the block ends. When the outermost block ends, glibc's
     defaults (``M_MMAP_MAX``, ``M_TRIM_THRESHOLD``) are set back and the free memory is returned
     to the system (``malloc_trim``); glibc's dynamic mmap threshold stays at the value it had
-    reached (glibc offers no way to resume its adjustment).
+    reached (glibc offers no way to resume its adjustment). Large tensors made inside the block
+    live in the heap, not in mappings of their own: one freed after the block has ended (a codec
+    or an output kept past it) goes back to the heap, where its pages may stay with the process
+    for later allocations rather than go back to the kernel at once (the next block's end trims
+    them).
 
     Process-wide: it affects every thread's allocations while any block is open. Elsewhere (macOS,
     Windows, musl) the block does nothing and yields False: those allocators have other settings.
