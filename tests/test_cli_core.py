@@ -50,6 +50,18 @@ def test_commands_in_a_fresh_interpreter_print_no_warning():
         assert "Warning" not in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
 
 
+def test_commands_that_code_nothing_import_neither_torch_nor_compressai():
+    """They answer in a fraction of a second: PyTorch and CompressAI's imports take seconds
+    (docs/performance.md, Start-up)."""
+    script = ("import sys\nfrom icmh_hub.cli import main\n"
+              "for args in (['--help'], ['list'], ['info', 'mbt2018-mean/cls/q3'], ['codecs'], ['methods']):\n"
+              "    main(args, standalone_mode=False)\n"
+              "print(sorted(m for m in ('torch', 'compressai', 'torchvision') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
+
+
 def test_a_reader_that_stops_early_ends_the_command_quietly():
     """`icmh-hub list | head`: the closed pipe ends the command with status 141 and no message."""
     import subprocess
