@@ -108,11 +108,17 @@ def task_loss(task: str, model: nn.Module, batch: ProxyBatch) -> torch.Tensor:
 
 
 @torch.no_grad()
+def top1(model: nn.Module, images: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """The model's top-1 class of each image (of each pixel, for a segmentation model), ``chunk``
+    images at a time."""
+    return torch.cat([model(images[i : i + chunk]).argmax(1) for i in range(0, len(images), chunk)])
+
+
 def task_score(task: str, model: nn.Module, images: torch.Tensor, batch: ProxyBatch, chunk: int = 256) -> float:
     """Top-1 accuracy (cls) or mean IoU over the shape classes (seg, pooled over the set), in
     [0, 1], of ``model`` on ``images`` (originals or reconstructions) against ``batch``'s labels."""
     model.eval()
-    predicted = torch.cat([model(images[i : i + chunk]).argmax(1) for i in range(0, len(images), chunk)])
+    predicted = top1(model, images, chunk)
     if task == "cls":
         return (predicted == batch.labels).float().mean().item()
     ious = []

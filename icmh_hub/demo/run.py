@@ -28,7 +28,7 @@ from ..errors import MissingDependencyError
 from ..evaluation.bits import base_and_adapted_bits
 from ..evaluation.metrics import psnr
 from ..evaluation import plots
-from .models import load_model, task_score
+from .models import load_model, task_score, top1
 from .proxy import ProxyBatch, make_proxy
 
 DEMO_Q = 2
@@ -50,12 +50,6 @@ class Scene:
     fallback: str = ""  # why the photo scene was not used
 
 
-@torch.no_grad()
-def top1(model: nn.Module, images: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-    """The classifier's top-1 class of each image."""
-    return torch.cat([model(images[i : i + chunk]).argmax(1) for i in range(0, len(images), chunk)])
-
-
 def photo_scene() -> Scene:
     """The held-out photo crops, the photo zoo and EfficientNet-Lite0 (MissingDependencyError
     without its weights package)."""
@@ -64,8 +58,8 @@ def photo_scene() -> Scene:
 
     classifier = build_task_model("efficientnet-lite0")
     images, _ = held_out_crops()
-    reference = top1(classifier, images)
-    return Scene(PHOTO_CODEC, images, lambda x: (top1(classifier, x) == reference).float().mean().item(),
+    reference = top1(classifier, images, chunk=16)
+    return Scene(PHOTO_CODEC, images, lambda x: (top1(classifier, x, chunk=16) == reference).float().mean().item(),
                  f"{len(images)} crops of {len(HELD_OUT)} held-out photographs", "top-1 agreement", "efficientnet-lite0")
 
 
